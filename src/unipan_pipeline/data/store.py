@@ -1,0 +1,532 @@
+"""The internal ("ingested") panoptic data form: writer, validator and reader.
+
+Layout of an ingested data set ``<root>/`` (see the project contracts)::
+
+    categories.json               CategoryMap.save()
+    panoptic_<split>.json         COCO panoptic json; images carry ``image_path`` (relative to <root>)
+    panoptic_<split>/*.png        id maps, id = R + 256 G + 256^2 B, 0 = void
+    index_<split>.parquet         one row per image: sizes, segment counts, per-class pixel/instance counts
+    class_stats_<split>.parquet   one row per class: pixels, segments, instances, crowd segments, images
+    _INGESTED.json                completion marker + summary, written last
+
+The whole folder is built in a temporary sibling directory and renamed into place only when complete
+(:func:`atomic_directory`); an earlier good output survives until then, and a folder without the marker is
+never trusted by :func:`load_ingested`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy import ndimage
+from tqdm.auto import tqdm
+
+from unipan_pipeline.categories import CategoryMap
+from unipan_pipeline.data.errors import (
+    CorruptFileError,
+    DataError,
+    IncompleteDatasetError,
+    MissingDataError,
+    SegmentMismatchError,
+    UnknownCategoryError,
+)
+
+log = logging.getLogger(__name__)
+
+MARKER = "_INGESTED.json"
+VerifyMode = Literal["full", "header", "none"]
+PngMode = Literal["link", "copy", "move"]
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------------------------------ PNG codec
+def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
+    """Panoptic RGB PNG -> segment ids, ``id = R + 256 G + 256^2 B`` in uint32 (no uint8 overflow)."""
+    rgb = rgb.astype(np.uint32, copy=False)
+    return rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16)
+
+
+def id_to_rgb(ids: np.ndarray) -> np.ndarray:
+    """Segment ids -> RGB uint8 (inverse of :func:`rgb_to_id`); ids must be < 2^24."""
+    ids = np.asarray(ids).astype(np.uint32)
+    if ids.size and int(ids.max()) >= 1 << 24:
+        raise ValueError(f"segment id {int(ids.max())} does not fit in an RGB PNG (must be < 2^24)")
+    return np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255], axis=-1).astype(np.uint8)
+
+
+def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
+    """Decode a panoptic PNG to a uint32 ``[H, W]`` id map; bad files raise errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(f"panoptic PNG {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            arr = np.asarray(im.convert("RGB") if mode in ("RGBA", "P") else im)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise CorruptFileError(f"panoptic PNG {path} cannot be decoded (truncated/corrupt?): {err}") from None
+    if mode not in ("RGB", "RGBA", "P") or arr.ndim != 3:
+        raise CorruptFileError(f"panoptic PNG {path} has mode {mode!r}; expected an RGB id-encoded PNG")
+    return rgb_to_id(arr)
+
+
+def read_rgb_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as uint8 ``[H, W, 3]`` RGB; bad files raise errors naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as err:
+        raise CorruptFileError(f"image {path} cannot be decoded (truncated or corrupt?): {err}") from None
+
+
+def check_image(path: str | os.PathLike, height: int, width: int, mode: VerifyMode = "full") -> None:
+    """Check that an image exists, decodes (``mode="full"``) or has a readable header, and has size H x W."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(f"image {path} does not exist")
+    if mode == "none":
+        return
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            if mode == "full":
+                im.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise CorruptFileError(f"image {path} cannot be decoded (truncated or corrupt?): {err}") from None
+    if size != (width, height):
+        raise DataError(f"image {path} is {size[0]}x{size[1]} (WxH) but its annotation says {width}x{height}")
+
+
+def write_panoptic_png(ids: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a segment id map as an RGB panoptic PNG."""
+    Image.fromarray(id_to_rgb(ids)).save(path)
+
+
+# ------------------------------------------------------------------------------------------ statistics
+def segment_statistics(id_map: np.ndarray) -> dict[int, tuple[int, list[int]]]:
+    """``{segment id: (area, [x, y, w, h])}`` for every non-zero id of an id map (one pass, no masks)."""
+    ids, inverse, counts = np.unique(id_map.ravel(), return_inverse=True, return_counts=True)
+    labels = inverse.reshape(id_map.shape).astype(np.int32) + 1
+    slices = ndimage.find_objects(labels)
+    out: dict[int, tuple[int, list[int]]] = {}
+    for k, (sid, count) in enumerate(zip(ids.tolist(), counts.tolist(), strict=True)):
+        if sid == 0:
+            continue
+        ys, xs = slices[k]
+        out[int(sid)] = (
+            int(count),
+            [int(xs.start), int(ys.start), int(xs.stop - xs.start), int(ys.stop - ys.start)],
+        )
+    return out
+
+
+def validate_segments(
+    image_id: str,
+    segments_info: Sequence[Mapping[str, Any]],
+    id_map: np.ndarray,
+    categories: CategoryMap,
+    png_path: str | os.PathLike,
+    *,
+    fix_stats: bool = True,
+) -> list[dict]:
+    """Check one annotation against its PNG and return clean ``segments_info`` (area/bbox from the PNG).
+
+    Raises :class:`SegmentMismatchError` for ids listed but not painted (or painted but not listed),
+    :class:`UnknownCategoryError` for category ids outside ``categories``, and :class:`DataError` for
+    duplicate ids or (``fix_stats=False``) areas/bboxes that disagree with the PNG.
+    """
+    stats = segment_statistics(id_map)
+    listed: list[int] = []
+    clean: list[dict] = []
+    for seg in segments_info:
+        if "id" not in seg or "category_id" not in seg:
+            raise DataError(f"{png_path}: image {image_id!r}: segment without id/category_id: {dict(seg)}")
+        sid, cid = int(seg["id"]), int(seg["category_id"])
+        if sid in listed:
+            raise DataError(f"{png_path}: image {image_id!r} lists segment id {sid} twice")
+        listed.append(sid)
+        if cid not in categories:
+            raise UnknownCategoryError(
+                f"{png_path}: image {image_id!r}, segment {sid} has unknown category id {cid} "
+                f"(not among the {categories.num_classes} categories of {categories.name!r})"
+            )
+        if sid not in stats:
+            raise SegmentMismatchError(
+                f"{png_path}: image {image_id!r}, segment {sid} is listed in the json but absent from the PNG"
+            )
+        area, bbox = stats[sid]
+        if ("area" in seg and int(seg["area"]) != area) or ("bbox" in seg and list(seg["bbox"]) != bbox):
+            msg = (
+                f"{png_path}: image {image_id!r}, segment {sid}: json area/bbox {seg.get('area')}/"
+                f"{seg.get('bbox')} disagree with the PNG ({area}/{bbox})"
+            )
+            if not fix_stats:
+                raise DataError(msg)
+            log.warning("%s; using the PNG's values", msg)
+        clean.append(
+            {
+                "id": sid,
+                "category_id": cid,
+                "area": area,
+                "bbox": bbox,
+                "iscrowd": int(seg.get("iscrowd", 0)),
+            }
+        )
+    unlisted = sorted(set(stats) - set(listed))
+    if unlisted:
+        raise SegmentMismatchError(
+            f"{png_path}: image {image_id!r}, segment id(s) {unlisted[:10]} are painted in the PNG but not "
+            f"listed in the json segments_info"
+        )
+    return clean
+
+
+# ------------------------------------------------------------------------------------------ atomic writing
+@contextlib.contextmanager
+def atomic_directory(out_root: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``out_root``; rename it to ``out_root`` only if the block succeeds.
+
+    On any exception the temporary folder is deleted and an existing ``out_root`` is left untouched. On
+    success an existing ``out_root`` is moved aside, the new folder renamed in, then the old one deleted.
+    Leftovers of earlier interrupted runs (``.<name>.tmp-*``, ``.<name>.old-*``) are removed first; two
+    concurrent ingestions into the same ``out_root`` are not supported.
+    """
+    out_root = Path(out_root).absolute()
+    out_root.parent.mkdir(parents=True, exist_ok=True)
+    stale = list(out_root.parent.glob(f".{out_root.name}.tmp-*"))
+    if out_root.exists():  # a run killed between the two renames leaves the old copy aside
+        stale += out_root.parent.glob(f".{out_root.name}.old-*")
+    for path in stale:
+        log.info("removing %s left by an interrupted ingestion", path)
+        shutil.rmtree(path, ignore_errors=True)
+    tmp = out_root.parent / f".{out_root.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out_root.exists():
+        old = out_root.parent / f".{out_root.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out_root, old)
+    os.replace(tmp, out_root)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+# ------------------------------------------------------------------------------------------ writer
+@dataclass
+class SourceRecord:
+    """One image of a source data set, before ingestion."""
+
+    image_id: str
+    image_path: Path
+    """Absolute path of the RGB image."""
+    png_path: Path
+    """Path of the source panoptic PNG."""
+    height: int
+    width: int
+    segments_info: list[dict] = field(default_factory=list)
+    file_name: str = ""
+    """Image file name (defaults to the image path's name)."""
+
+
+def _place_png(src: Path, dst: Path, mode: PngMode) -> None:
+    if mode == "move":
+        os.replace(src, dst)
+        return
+    if mode == "link":
+        try:
+            os.link(src, dst)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(src, dst)
+
+
+def write_ingested(
+    out_root: str | os.PathLike,
+    categories: CategoryMap,
+    splits: Mapping[str, Sequence[SourceRecord]],
+    *,
+    source: str,
+    verify_images: VerifyMode = "full",
+    fix_stats: bool = True,
+    png_mode: PngMode = "link",
+    workers: int = 0,
+) -> dict:
+    """Validate source records and write the internal form to ``out_root`` atomically.
+
+    Args:
+        out_root: destination folder (replaced only when the new one is complete).
+        categories: the data set's categories (dataset ids in the records).
+        splits: split name -> records.
+        source: free text describing where the data came from (stored in the marker).
+        verify_images: ``"full"`` decodes every image (catches truncation), ``"header"`` reads sizes only.
+        fix_stats: replace json areas/bboxes that disagree with the PNG (with a warning) instead of raising.
+        png_mode: how PNGs get into ``out_root``: hard ``link`` (falls back to copy), ``copy`` or ``move``.
+        workers: processes that decode and validate images/PNGs in parallel (0 = in this process).
+
+    Returns:
+        A JSON-able summary (also written to ``<out_root>/_INGESTED.json``).
+    """
+    out_root = Path(out_root).absolute()
+    start = time.perf_counter()
+    summary: dict[str, Any] = {
+        "root": str(out_root),
+        "source": source,
+        "dataset": categories.name,
+        "splits": {},
+    }
+    with atomic_directory(out_root) as tmp:
+        categories.save(tmp / "categories.json")
+        for split, records in splits.items():
+            png_dir = tmp / f"panoptic_{split}"
+            png_dir.mkdir()
+            images, annotations, rows = [], [], []
+            seen: set[str] = set()
+            counts = _ClassCounter(categories)
+            checked = _map(
+                functools.partial(
+                    _check_record, categories=categories, verify_images=verify_images, fix_stats=fix_stats
+                ),
+                records,
+                workers,
+            )
+            progress = tqdm(checked, total=len(records), desc=f"ingest {categories.name}/{split}", unit="img")
+            for rec, (segs, npix) in zip(records, progress, strict=True):
+                if rec.image_id in seen:
+                    raise DataError(f"image id {rec.image_id!r} appears twice in split {split!r}")
+                seen.add(rec.image_id)
+                png_name = rec.png_path.name
+                _place_png(rec.png_path, png_dir / png_name, png_mode)
+                rel_image = os.path.relpath(rec.image_path.absolute(), out_root)
+                images.append(
+                    {
+                        "id": rec.image_id,
+                        "file_name": rec.file_name or rec.image_path.name,
+                        "height": rec.height,
+                        "width": rec.width,
+                        "image_path": rel_image,
+                    }
+                )
+                annotations.append({"image_id": rec.image_id, "file_name": png_name, "segments_info": segs})
+                rows.append(counts.add_image(rec, rel_image, f"panoptic_{split}/{png_name}", segs, npix))
+            _write_json(
+                tmp / f"panoptic_{split}.json",
+                {"images": images, "annotations": annotations, "categories": categories.to_coco()},
+            )
+            index = pd.DataFrame(rows, columns=counts.index_columns())
+            index.to_parquet(tmp / f"index_{split}.parquet", index=False)
+            counts.class_table().to_parquet(tmp / f"class_stats_{split}.parquet", index=False)
+            summary["splits"][split] = {
+                "images": len(images),
+                "segments": int(index["num_segments"].sum()) if len(index) else 0,
+                "things": int(index["num_things"].sum()) if len(index) else 0,
+                "crowd": int(index["num_crowd"].sum()) if len(index) else 0,
+            }
+        summary["seconds"] = round(time.perf_counter() - start, 3)
+        _write_json(tmp / MARKER, summary)
+    log.info("ingested %s (%s) into %s: %s", categories.name, source, out_root, summary["splits"])
+    return summary
+
+
+def _check_record(
+    rec: SourceRecord, *, categories: CategoryMap, verify_images: VerifyMode, fix_stats: bool
+) -> tuple[list[dict], int]:
+    """Decode and validate one record; returns (clean segments_info, number of pixels)."""
+    check_image(rec.image_path, rec.height, rec.width, verify_images)
+    id_map = read_panoptic_png(rec.png_path)
+    if id_map.shape != (rec.height, rec.width):
+        raise DataError(
+            f"{rec.png_path}: image {rec.image_id!r} PNG is {id_map.shape[1]}x{id_map.shape[0]} "
+            f"(WxH) but the image is {rec.width}x{rec.height}"
+        )
+    segs = validate_segments(
+        rec.image_id, rec.segments_info, id_map, categories, rec.png_path, fix_stats=fix_stats
+    )
+    return segs, int(id_map.size)
+
+
+def _map(fn: Callable[[SourceRecord], T], items: Sequence[SourceRecord], workers: int) -> Iterator[T]:
+    """Ordered map, in a process pool when ``workers > 0`` (errors re-raised here, pool torn down)."""
+    if workers <= 0 or len(items) < 2:
+        yield from map(fn, items)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(fn, items, chunksize=8)
+
+
+class _ClassCounter:
+    """Accumulates the per-image index rows and the per-class statistics of one split."""
+
+    def __init__(self, categories: CategoryMap) -> None:
+        self.categories = categories
+        n = categories.num_classes
+        self.pixels = np.zeros(n, dtype=np.int64)
+        self.segments = np.zeros(n, dtype=np.int64)
+        self.instances = np.zeros(n, dtype=np.int64)
+        self.crowd = np.zeros(n, dtype=np.int64)
+        self.images = np.zeros(n, dtype=np.int64)
+        self.total_pixels = 0
+
+    def index_columns(self) -> list[str]:
+        base = [
+            "image_id",
+            "file_name",
+            "image_path",
+            "png_path",
+            "height",
+            "width",
+            "num_segments",
+            "num_things",
+            "num_stuff",
+            "num_crowd",
+            "void_pixels",
+        ]
+        names = self.categories.names
+        return base + [f"pixels:{n}" for n in names] + [f"instances:{n}" for n in names]
+
+    def add_image(
+        self, rec: SourceRecord, image_path: str, png_path: str, segs: list[dict], npix: int
+    ) -> dict:
+        n = self.categories.num_classes
+        pix = np.zeros(n, dtype=np.int64)
+        inst = np.zeros(n, dtype=np.int64)
+        n_things = n_stuff = n_crowd = 0
+        for s in segs:
+            t = self.categories.train_id(s["category_id"])
+            pix[t] += s["area"]
+            self.segments[t] += 1
+            if s["iscrowd"]:
+                n_crowd += 1
+                self.crowd[t] += 1
+            elif self.categories.is_thing_train_id(t):
+                n_things += 1
+                inst[t] += 1
+            else:
+                n_stuff += 1
+        self.pixels += pix
+        self.instances += inst
+        self.images += pix > 0
+        self.total_pixels += npix
+        row = {
+            "image_id": rec.image_id,
+            "file_name": rec.file_name or rec.image_path.name,
+            "image_path": image_path,
+            "png_path": png_path,
+            "height": rec.height,
+            "width": rec.width,
+            "num_segments": len(segs),
+            "num_things": n_things,
+            "num_stuff": n_stuff,
+            "num_crowd": n_crowd,
+            "void_pixels": int(npix - pix.sum()),
+        }
+        for name, p, k in zip(self.categories.names, pix.tolist(), inst.tolist(), strict=True):
+            row[f"pixels:{name}"] = p
+            row[f"instances:{name}"] = k
+        return row
+
+    def class_table(self) -> pd.DataFrame:
+        cats = self.categories.categories
+        return pd.DataFrame(
+            {
+                "train_id": [c.train_id for c in cats],
+                "dataset_id": [c.id for c in cats],
+                "name": [c.name for c in cats],
+                "isthing": [c.isthing for c in cats],
+                "pixels": self.pixels,
+                "pixel_fraction": self.pixels / max(self.total_pixels, 1),
+                "segments": self.segments,
+                "instances": self.instances,
+                "crowd_segments": self.crowd,
+                "images": self.images,
+            }
+        )
+
+
+# ------------------------------------------------------------------------------------------ reader
+@dataclass
+class IngestedSplit:
+    """One split of an ingested data set, as read back from disk."""
+
+    root: Path
+    split: str
+    categories: CategoryMap
+    images: list[dict]
+    annotations: dict[str, dict]
+    """image id -> annotation (``file_name``, ``segments_info``)."""
+
+    def image_path(self, i: int) -> Path:
+        p = Path(self.images[i]["image_path"])
+        return p if p.is_absolute() else self.root / p
+
+    def png_path(self, i: int) -> Path:
+        return self.root / f"panoptic_{self.split}" / self.annotations[self.images[i]["id"]]["file_name"]
+
+    def segments(self, i: int) -> list[dict]:
+        return self.annotations[self.images[i]["id"]]["segments_info"]
+
+    @property
+    def json_path(self) -> Path:
+        return self.root / f"panoptic_{self.split}.json"
+
+    @property
+    def png_folder(self) -> Path:
+        return self.root / f"panoptic_{self.split}"
+
+    def index(self) -> pd.DataFrame:
+        return pd.read_parquet(self.root / f"index_{self.split}.parquet")
+
+    def class_stats(self) -> pd.DataFrame:
+        return pd.read_parquet(self.root / f"class_stats_{self.split}.parquet")
+
+
+def load_ingested(root: str | os.PathLike, split: str) -> IngestedSplit:
+    """Read one split of an ingested data set; refuses folders without the completion marker."""
+    root = Path(root).absolute()
+    if not root.is_dir():
+        raise MissingDataError(
+            f"ingested data set {root} does not exist: run `kedro run --pipelines=ingest_cityscapes` "
+            f"(or ingest_coco) first"
+        )
+    if not (root / MARKER).is_file():
+        raise IncompleteDatasetError(
+            f"{root} is not a complete ingested data set (no {MARKER}: ingestion interrupted or never run)"
+        )
+    json_path = root / f"panoptic_{split}.json"
+    if not json_path.is_file():
+        raise MissingDataError(f"{json_path} does not exist: split {split!r} was not ingested into {root}")
+    try:
+        data = json.loads(json_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CorruptFileError(f"{json_path} is not valid JSON: {err}") from None
+    categories = CategoryMap.load(root / "categories.json")
+    annotations = {str(a["image_id"]): a for a in data["annotations"]}
+    return IngestedSplit(root, split, categories, data["images"], annotations)
