@@ -1,0 +1,341 @@
+"""Speed of panoptic-quality evaluation: ours (files, in memory) vs ``panopticapi.evaluation.pq_compute``.
+
+Generates (seeded) a Cityscapes-sized set in COCO panoptic format in a temporary folder - street-like
+scenes: stuff bands with wavy boundaries, poles and signs, 10-40 thing instances (ellipses, perspective-
+scaled), crowd regions, void; predictions are jittered re-renderings (shifted boundaries, dropped /
+spurious / relabelled instances, random 24-bit ids) - then times, in one run:
+
+* ``pq_compute_files`` (PNG decode + process pool, ``--workers``),
+* ``PQAccumulator.update`` on id maps already in memory (only the update calls are timed),
+* ``panopticapi.evaluation.pq_compute`` (and hotcoco's ``pq_compute`` when importable),
+
+checks that all agree (ours bitwise between entry points, 1e-12 against panopticapi) and prints a table and,
+last, one JSON line.
+
+    python benchmarks/eval_speed.py                 # 200 images of 1024x2048
+    python benchmarks/eval_speed.py --images 20     # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import io
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from panopticapi.evaluation import pq_compute
+
+from unipan_pipeline.evaluation.panoptic_quality import (
+    PQAccumulator,
+    pq_compute_files,
+    read_id_png,
+    write_id_png,
+)
+
+STUFF = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23]  # Cityscapes label ids
+THINGS = [24, 25, 26, 27, 28, 31, 32, 33]
+NAMES = {
+    7: "road",
+    8: "sidewalk",
+    11: "building",
+    12: "wall",
+    13: "fence",
+    17: "pole",
+    19: "traffic light",
+    20: "traffic sign",
+    21: "vegetation",
+    22: "terrain",
+    23: "sky",
+    24: "person",
+    25: "rider",
+    26: "car",
+    27: "truck",
+    28: "bus",
+    31: "train",
+    32: "motorcycle",
+    33: "bicycle",
+}
+
+
+def _categories() -> list[dict[str, Any]]:
+    return [
+        {"id": c, "name": NAMES[c], "isthing": int(c in THINGS), "color": [0, 0, 0]} for c in STUFF + THINGS
+    ]
+
+
+def _scene(rng: np.random.Generator, h: int, w: int) -> dict[str, Any]:
+    """Random scene parameters."""
+    bands = [23, 11, 21, 8, 7]  # sky, building, vegetation, sidewalk, road from top to bottom
+    if rng.random() < 0.5:
+        bands.insert(3, int(rng.choice([12, 13, 22])))
+    heights = np.sort(rng.uniform(0.15, 0.85, size=len(bands) - 1)) * h
+    waves = [(rng.uniform(5, 40), rng.uniform(1, 6), rng.uniform(0, 6.3)) for _ in heights]
+    poles = [
+        (int(rng.integers(0, w - 20)), int(rng.integers(4, 14)), int(rng.integers(h // 5, h // 2)))
+        for _ in range(int(rng.integers(2, 8)))
+    ]
+    signs = [
+        (
+            int(rng.integers(0, h // 2)),
+            int(rng.integers(0, w - 60)),
+            int(rng.integers(15, 50)),
+            int(rng.integers(15, 60)),
+            int(rng.choice([19, 20])),
+        )
+        for _ in range(int(rng.integers(1, 6)))
+    ]
+    things = []
+    for _ in range(int(rng.integers(10, 41))):
+        cy = rng.uniform(0.45, 0.95) * h
+        scale = (cy / h) ** 2
+        cls = int(rng.choice(THINGS, p=[0.3, 0.05, 0.4, 0.05, 0.05, 0.02, 0.05, 0.08]))
+        ry = rng.uniform(20, 160) * scale + 3
+        rx = ry * (rng.uniform(0.3, 0.7) if cls in (24, 25, 33) else rng.uniform(1.0, 2.2))
+        things.append([cy, rng.uniform(0, w), ry, rx, cls, rng.random() < 0.06])
+    return {
+        "bands": bands,
+        "heights": heights,
+        "waves": waves,
+        "poles": poles,
+        "signs": signs,
+        "things": things,
+        "ego": rng.uniform(0.88, 0.97) * h,
+    }
+
+
+def _jitter(rng: np.random.Generator, s: dict[str, Any]) -> dict[str, Any]:
+    """A plausible prediction of scene ``s``."""
+    out = dict(s)
+    out["heights"] = s["heights"] + rng.normal(0, 6, size=len(s["heights"]))
+    out["waves"] = [(a * rng.uniform(0.8, 1.2), f, p + rng.normal(0, 0.05)) for a, f, p in s["waves"]]
+    out["poles"] = [
+        (x + int(rng.integers(-3, 4)), max(2, wd + int(rng.integers(-2, 3))), hh)
+        for x, wd, hh in s["poles"]
+        if rng.random() > 0.2
+    ]
+    things = []
+    for cy, cx, ry, rx, cls, _crowd in s["things"]:
+        if rng.random() < 0.12:
+            continue  # missed
+        label = int(rng.choice(THINGS)) if rng.random() < 0.06 else cls
+        things.append(
+            [
+                cy + rng.normal(0, 0.08 * ry),
+                cx + rng.normal(0, 0.08 * rx),
+                ry * rng.uniform(0.85, 1.15),
+                rx * rng.uniform(0.85, 1.15),
+                label,
+                False,
+            ]
+        )
+    h_guess = max(s["ego"], 1.0)
+    for _ in range(int(rng.integers(0, 4))):  # spurious
+        things.append(
+            [
+                rng.uniform(0.5, 0.9) * h_guess,
+                rng.uniform(0, 2 * h_guess),
+                rng.uniform(8, 40),
+                rng.uniform(8, 60),
+                int(rng.choice(THINGS)),
+                False,
+            ]
+        )
+    out["things"] = things
+    out["ego"] = s["ego"] + rng.normal(0, 3)
+    return out
+
+
+def _render(
+    s: dict[str, Any], h: int, w: int, rng: np.random.Generator | None
+) -> tuple[np.ndarray, list[dict]]:
+    """Rasterise a scene; ``rng`` given -> random 24-bit ids (predictions), else Cityscapes-style ids."""
+    ids = np.zeros((h, w), dtype=np.uint32)
+    cat_of: dict[int, int] = {}
+    crowd_of: dict[int, int] = {}
+    used: set[int] = set()
+
+    def new_id(cls: int, k: int, crowd: bool) -> int:
+        if rng is None:
+            sid = cls if (cls in STUFF or crowd) else cls * 1000 + k
+        else:
+            sid = int(rng.integers(1, 1 << 24))
+            while sid in used:
+                sid = int(rng.integers(1, 1 << 24))
+        used.add(sid)
+        cat_of[sid] = cls
+        crowd_of[sid] = int(crowd)
+        return sid
+
+    stuff_id = {cls: new_id(cls, 0, False) for cls in STUFF}
+    x = np.arange(w)
+    rows = np.arange(h)[:, None]
+    band = np.zeros((h, w), dtype=np.int8)
+    for hgt, (amp, freq, ph) in zip(s["heights"], s["waves"], strict=True):
+        band += rows >= (hgt + amp * np.sin(freq * 2 * np.pi * x / w + ph))[None, :]
+    ids[:] = np.asarray([stuff_id[c] for c in s["bands"]], dtype=np.uint32)[band]
+    horizon = int(s["heights"][len(s["heights"]) // 2])
+    for px, pw, ph in s["poles"]:
+        ids[max(0, horizon - ph) : horizon + ph // 3, px : px + pw] = stuff_id[17]
+    for sy, sx, sh, sw, cls in s["signs"]:
+        ids[sy : sy + sh, sx : sx + sw] = stuff_id[cls]
+    crowd_ids: dict[int, int] = {}
+    for k, (cy, cx, ry, rx, cls, crowd) in enumerate(sorted(s["things"], key=lambda t: t[0])):
+        y0, y1 = int(max(0, cy - ry)), int(min(h, cy + ry + 1))
+        x0, x1 = int(max(0, cx - rx)), int(min(w, cx + rx + 1))
+        if y1 <= y0 or x1 <= x0:
+            continue
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+        if crowd:
+            sid = crowd_ids.get(cls) or new_id(cls, k + 1, True)
+            crowd_ids[cls] = sid
+        else:
+            sid = new_id(cls, k + 1, False)
+        ids[y0:y1, x0:x1][mask] = sid
+    ids[int(s["ego"]) :] = 0  # ego vehicle: void
+    present, counts = np.unique(ids, return_counts=True)
+    segs = [
+        {"id": int(i), "category_id": cat_of[int(i)], "area": int(c), "iscrowd": crowd_of[int(i)]}
+        for i, c in zip(present, counts, strict=True)
+        if i != 0
+    ]
+    return ids, segs
+
+
+def _make_image(args: tuple[int, int, int, int, str]) -> tuple[dict, dict]:
+    k, seed, h, w, root = args
+    rng = np.random.default_rng([seed, k])
+    scene = _scene(rng, h, w)
+    gt, gt_segs = _render(scene, h, w, None)
+    pred, pred_segs = _render(_jitter(rng, scene), h, w, rng)
+    for s in pred_segs:
+        s.pop("iscrowd")
+    name = f"frankfurt_{k:06d}_000019"
+    write_id_png(Path(root) / "gt" / f"{name}.png", gt)
+    write_id_png(Path(root) / "pred" / f"{name}.png", pred)
+    return (
+        {"image_id": name, "file_name": f"{name}.png", "segments_info": gt_segs},
+        {"image_id": name, "file_name": f"{name}.png", "segments_info": pred_segs},
+    )
+
+
+def generate(root: Path, n: int, h: int, w: int, *, seed: int, workers: int) -> tuple[Path, Path]:
+    (root / "gt").mkdir(parents=True, exist_ok=True)
+    (root / "pred").mkdir(parents=True, exist_ok=True)
+    jobs = [(k, seed, h, w, str(root)) for k in range(n)]
+    with multiprocessing.Pool(workers) as pool:
+        pairs = pool.map(_make_image, jobs)
+    images = [
+        {"id": g["image_id"], "file_name": g["image_id"] + ".png", "height": h, "width": w} for g, _ in pairs
+    ]
+    for name, idx in (("gt", 0), ("pred", 1)):
+        (root / f"{name}.json").write_text(
+            json.dumps(
+                {"images": images, "annotations": [p[idx] for p in pairs], "categories": _categories()}
+            )
+        )
+    return root / "gt.json", root / "pred.json"
+
+
+def _close(a: dict, b: dict, tol: float = 1e-12) -> bool:
+    for g in ("All", "Things", "Stuff"):
+        if a[g]["n"] != b[g]["n"] or any(abs(a[g][k] - float(b[g][k])) > tol for k in ("pq", "sq", "rq")):
+            return False
+    return all(abs(a["per_class"][c][k] - float(v[k])) <= tol for c, v in b["per_class"].items() for k in v)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--height", type=int, default=1024)
+    ap.add_argument("--width", type=int, default=2048)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--dir", default=None, help="keep the generated set here (default: a temp folder)")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="eval_speed_") as tmp:
+        root = Path(args.dir or tmp)
+        t0 = time.perf_counter()
+        gt_json, pred_json = generate(
+            root, args.images, args.height, args.width, seed=args.seed, workers=args.workers
+        )
+        gen_s = time.perf_counter() - t0
+        paths = (str(gt_json), str(pred_json), str(root / "gt"), str(root / "pred"))
+        n = args.images
+        rows: list[tuple[str, float, dict | None]] = []
+
+        t0 = time.perf_counter()
+        ours_files = pq_compute_files(*paths, workers=args.workers)
+        rows.append((f"ours, files ({args.workers} workers)", time.perf_counter() - t0, ours_files))
+
+        gt = json.loads(gt_json.read_text())
+        pred = {a["image_id"]: a for a in json.loads(pred_json.read_text())["annotations"]}
+        acc = PQAccumulator(gt["categories"])
+        mem_s = 0.0
+        for ann in gt["annotations"]:
+            g = read_id_png(root / "gt" / ann["file_name"]).astype(np.int32)
+            p = read_id_png(root / "pred" / ann["file_name"]).astype(np.int32)
+            pa = pred[ann["image_id"]]
+            t0 = time.perf_counter()
+            acc.update(g, ann["segments_info"], p, pa["segments_info"], image_id=ann["image_id"])
+            mem_s += time.perf_counter() - t0
+        ours_mem = acc.compute()
+        rows.append(("ours, in memory (1 process)", mem_s, ours_mem))
+
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):
+            ref = pq_compute(*paths)
+        rows.append(
+            (f"panopticapi pq_compute ({multiprocessing.cpu_count()} procs)", time.perf_counter() - t0, ref)
+        )
+        try:
+            hotcoco = importlib.import_module("hotcoco")
+            t0 = time.perf_counter()
+            hot = hotcoco.pq_compute(*paths)  # pragma: no cover - optional
+            rows.append(("hotcoco pq_compute", time.perf_counter() - t0, hot))
+        except (ImportError, AttributeError, TypeError) as exc:
+            print(f"(hotcoco not compared: {type(exc).__name__}: {exc})")
+
+        ref_s = rows[2][1]
+        print(
+            f"\n{n} images of {args.height}x{args.width}, generated in {gen_s:.1f} s "
+            f"(segments/image gt {np.mean([len(a['segments_info']) for a in gt['annotations']]):.1f})"
+        )
+        print(f"{'method':42s} {'seconds':>9s} {'img/s':>8s} {'speed-up':>9s}  PQ")
+        for name, sec, res in rows:
+            pq = f"{100 * float(res['All']['pq']):.4f}" if isinstance(res, dict) and "All" in res else "-"
+            print(f"{name:42s} {sec:9.2f} {n / sec:8.1f} {ref_s / sec:8.1f}x  {pq}")
+        bitwise = ours_files == ours_mem
+        agree = _close(ours_files, ref)
+        print(f"ours files == ours in memory (bitwise): {bitwise}; agree with pq_compute to 1e-12: {agree}")
+        summary = {
+            "images": n,
+            "height": args.height,
+            "width": args.width,
+            "workers": args.workers,
+            "files_img_per_s": n / rows[0][1],
+            "memory_img_per_s": n / mem_s,
+            "pq_compute_img_per_s": n / ref_s,
+            "files_speedup": ref_s / rows[0][1],
+            "memory_speedup": ref_s / mem_s,
+            "bitwise_files_eq_memory": bitwise,
+            "agree_pq_compute_1e-12": agree,
+            "pq": ours_files["All"]["pq"],
+        }
+        print(json.dumps(summary))
+        if not (bitwise and agree):
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Command line: ``python -m unipan_pipeline.evaluation pq --gt-json G --gt-folder GF --pred-json P
+--pred-folder PF [--output out.json] [--workers N] [--per-class]``.
+
+Prints ``pq_compute``'s table and writes its result structure as JSON (atomically; ``nan`` -> ``null``).
+Exit status 2 with a one-line message on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from unipan_pipeline.evaluation.errors import EvaluationError
+from unipan_pipeline.evaluation.panoptic_quality import (
+    format_pq_table,
+    pq_compute_files,
+    results_to_jsonable,
+)
+
+
+def _write_json_atomic(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m unipan_pipeline.evaluation", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    pq = sub.add_parser("pq", help="panoptic quality from COCO panoptic json + PNG folders")
+    pq.add_argument("--gt-json", required=True)
+    pq.add_argument("--gt-folder", default=None, help="default: --gt-json without .json")
+    pq.add_argument("--pred-json", required=True)
+    pq.add_argument("--pred-folder", default=None, help="default: --pred-json without .json")
+    pq.add_argument("--output", default=None, help="write the result JSON here")
+    pq.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    pq.add_argument("--per-class", action="store_true", help="also print the per-class table")
+    args = parser.parse_args(argv)
+
+    try:
+        results, acc = pq_compute_files(
+            args.gt_json,
+            args.pred_json,
+            args.gt_folder,
+            args.pred_folder,
+            workers=args.workers,
+            return_accumulator=True,
+        )
+    except (EvaluationError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_pq_table(results, acc.categories if args.per_class else None))
+    if args.output:
+        _write_json_atomic(Path(args.output), results_to_jsonable(results))
+        print(f"results written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
