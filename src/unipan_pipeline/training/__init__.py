@@ -1,0 +1,39 @@
+"""Training engine: config, loop, schedule, checkpoints, DDP launch and MLflow tracking helpers.
+
+Plain PyTorch; no Kedro. ``tracking`` / ``pyfunc`` import MLflow lazily (import them explicitly).
+"""
+
+from __future__ import annotations
+
+from unipan_pipeline.training.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint
+from unipan_pipeline.training.config import TrainerConfig
+from unipan_pipeline.training.distributed import DistInfo, current_dist_info, is_main_process
+from unipan_pipeline.training.sampler import InfiniteShardedSampler, SeededDataset
+from unipan_pipeline.training.schedule import build_optimizer, build_scheduler, lr_factor
+from unipan_pipeline.training.trainer import (
+    MetricLogger,
+    NonFiniteLossError,
+    TrainResult,
+    seed_everything,
+    train,
+)
+
+__all__ = [
+    "CheckpointError",
+    "DistInfo",
+    "InfiniteShardedSampler",
+    "MetricLogger",
+    "NonFiniteLossError",
+    "SeededDataset",
+    "TrainResult",
+    "TrainerConfig",
+    "build_optimizer",
+    "build_scheduler",
+    "current_dist_info",
+    "find_resume_checkpoint",
+    "is_main_process",
+    "load_checkpoint",
+    "lr_factor",
+    "seed_everything",
+    "train",
+]
