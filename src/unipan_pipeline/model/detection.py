@@ -1,0 +1,206 @@
+"""Object detection submodule (sec. 3.3): torchvision's RPN + RoI heads (Faster R-CNN, optionally Mask R-CNN).
+
+The parts are torchvision's own (``AnchorGenerator``, ``RPNHead``, ``RegionProposalNetwork``,
+``MultiScaleRoIAlign``, ``TwoMLPHead``, ``FastRCNNPredictor``, ``MaskRCNNHeads``, ``MaskRCNNPredictor``,
+``RoIHeads``), composed here instead of through ``GeneralizedRCNN`` because the panoptic head needs the
+*predicted* detections during training too (sec. 3.5: "we feed predicted object detections into the panoptic
+segmentation submodule"), while torchvision's heads return only losses in training mode.
+
+Training: the normal loss pass (RPN losses; RoI heads on 512 sampled proposals incl. GT boxes) and then,
+when the panoptic head is trained, a second pass on the RPN proposals through box head -> predictor ->
+``postprocess_detections`` (score threshold, per-class NMS, top-k) and, with masks, mask head ->
+``maskrcnn_inference`` on the detected boxes. Inference: only the second pass.
+
+Gradient choice (documented decision): the box pass of the second pass runs under ``torch.no_grad()`` - boxes
+and scores ``s_k`` are constants for the panoptic head (they are trained by the detector's own losses; letting
+the matching loss, which only sees matched detections, push scores would bias them upwards). The mask pass
+keeps its graph when ``mask_grad=True``, so the panoptic matching loss back-propagates through the pasted mask
+probabilities into the mask head and, via RoIAlign, into the FPN - the end-to-end training of the paper.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference
+from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.ops import MultiScaleRoIAlign
+
+from .backbone import ROI_KEYS
+from .config import ModelConfig
+
+Detections = dict[str, Tensor]
+"""Per image: ``boxes`` [D,4] image xyxy, ``scores`` [D], ``labels`` [D] detector labels 1..N_th,
+``mask_probs`` [D,M,M] (RoI-resolution mask probabilities of the predicted class; with masks only)."""
+
+
+def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int, stride: float = 1.0) -> Tensor:
+    """Paste RoI masks into a grid of cell size ``stride`` image pixels, all boxes at once (vectorised).
+
+    Cell ``(y, x)`` samples the mask at its centre ``((x + .5) s, (y + .5) s)`` (image pixels) with bilinear
+    interpolation; the ``M x M`` mask covers the box exactly (``align_corners=False`` convention), zero
+    outside. Differentiable w.r.t. ``masks`` (``grid_sample``), unlike torchvision's per-box Python loop
+    ``paste_masks_in_image``.
+
+    Args:
+        masks: [D, M, M] (or [D, 1, M, M]) mask probabilities.
+        boxes: [D, 4] xyxy in image pixels.
+        height, width: output grid size.
+        stride: image pixels per output cell (4 for the panoptic head, 1 for full resolution).
+
+    Returns:
+        [D, height, width].
+    """
+    if masks.ndim == 4:
+        masks = masks[:, 0]
+    d = masks.shape[0]
+    if d == 0:
+        return masks.new_zeros((0, height, width))
+    b = boxes.detach().to(masks.dtype)
+    xs = (torch.arange(width, device=masks.device, dtype=masks.dtype) + 0.5) * stride
+    ys = (torch.arange(height, device=masks.device, dtype=masks.dtype) + 0.5) * stride
+    bw = (b[:, 2] - b[:, 0]).clamp(min=1e-3)
+    bh = (b[:, 3] - b[:, 1]).clamp(min=1e-3)
+    gx = (xs[None, :] - b[:, 0, None]) / bw[:, None] * 2 - 1  # [D, w]
+    gy = (ys[None, :] - b[:, 1, None]) / bh[:, None] * 2 - 1  # [D, h]
+    grid = torch.stack(
+        [gx[:, None, :].expand(d, height, width), gy[:, :, None].expand(d, height, width)], dim=-1
+    )
+    out = F.grid_sample(masks[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out[:, 0]
+
+
+class DetectionSubmodule(nn.Module):
+    """RPN + RoI heads on the FPN features.
+
+    Args:
+        cfg: model configuration (anchors, proposal counts, RoI sampling, thresholds, head widths).
+        num_things: ``N_th``; the box predictor has ``N_th + 1`` outputs (0 = background).
+        in_channels: FPN channels.
+    """
+
+    def __init__(self, cfg: ModelConfig, num_things: int, in_channels: int) -> None:
+        super().__init__()
+        self.use_masks = cfg.use_masks
+        self.min_box_size = cfg.min_box_size
+        anchor_generator = AnchorGenerator(
+            sizes=tuple((s,) for s in cfg.anchor_sizes),
+            aspect_ratios=(tuple(cfg.aspect_ratios),) * len(cfg.anchor_sizes),
+        )
+        rpn_head = RPNHead(in_channels, anchor_generator.num_anchors_per_location()[0])
+        self.rpn = RegionProposalNetwork(
+            anchor_generator,
+            rpn_head,
+            fg_iou_thresh=cfg.rpn_fg_iou_thresh,
+            bg_iou_thresh=cfg.rpn_bg_iou_thresh,
+            batch_size_per_image=cfg.rpn_batch_size_per_image,
+            positive_fraction=0.5,
+            pre_nms_top_n={"training": cfg.rpn_pre_nms_top_n_train, "testing": cfg.rpn_pre_nms_top_n_test},
+            post_nms_top_n={"training": cfg.rpn_post_nms_top_n_train, "testing": cfg.rpn_post_nms_top_n_test},
+            nms_thresh=cfg.rpn_nms_thresh,
+        )
+        box_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_KEYS, output_size=7, sampling_ratio=2)
+        box_head = TwoMLPHead(in_channels * 7 * 7, cfg.box_head_channels)
+        box_predictor = FastRCNNPredictor(cfg.box_head_channels, num_things + 1)
+        mask_parts: dict[str, nn.Module] = {}
+        if cfg.use_masks:
+            mask_parts = {
+                "mask_roi_pool": MultiScaleRoIAlign(featmap_names=ROI_KEYS, output_size=14, sampling_ratio=2),
+                "mask_head": MaskRCNNHeads(in_channels, [cfg.mask_head_channels] * cfg.mask_head_convs, 1),
+                "mask_predictor": MaskRCNNPredictor(
+                    cfg.mask_head_channels, cfg.mask_head_channels, num_things + 1
+                ),
+            }
+        self.roi_heads = RoIHeads(
+            box_roi_pool,
+            box_head,
+            box_predictor,
+            fg_iou_thresh=cfg.box_fg_iou_thresh,
+            bg_iou_thresh=cfg.box_bg_iou_thresh,
+            batch_size_per_image=cfg.roi_batch_size_per_image,
+            positive_fraction=cfg.roi_positive_fraction,
+            bbox_reg_weights=None,
+            score_thresh=cfg.box_score_thresh,
+            nms_thresh=cfg.box_nms_thresh,
+            detections_per_img=cfg.detections_per_img,
+            **mask_parts,
+        )
+
+    def forward(
+        self,
+        images: ImageList,
+        features: OrderedDict[str, Tensor],
+        targets: list[dict[str, Tensor]] | None = None,
+        detect: bool = True,
+        mask_grad: bool = False,
+    ) -> tuple[list[Detections], dict[str, Tensor]]:
+        """Run the detector.
+
+        Args:
+            images: the padded batch (``image_sizes`` = valid sizes).
+            features: FPN maps (all levels feed the RPN; ``'0'..'3'`` the RoI heads).
+            targets: training targets (``boxes``, ``labels``, ``masks`` when masks are on); ``None`` in eval.
+            detect: also return post-processed detections (always in eval; in training only when needed).
+            mask_grad: keep the graph of the mask pass of the detections (end-to-end training).
+
+        Returns:
+            (detections per image - empty list when ``detect`` is False, detector losses - empty in eval).
+        """
+        losses: dict[str, Tensor] = {}
+        if self.training:
+            if targets is None:
+                raise ValueError("detection.py: targets are required in training mode")
+            det_targets = [
+                {k: t[k] for k in (("boxes", "labels", "masks") if self.use_masks else ("boxes", "labels"))}
+                for t in targets
+            ]
+            proposals, rpn_losses = self.rpn(images, features, det_targets)
+            _, roi_losses = self.roi_heads(features, proposals, images.image_sizes, det_targets)
+            losses.update(rpn_losses)
+            losses.update(roi_losses)
+        else:
+            proposals, _ = self.rpn(images, features)
+        detections: list[Detections] = []
+        if detect or not self.training:
+            detections = self.detect(features, proposals, images.image_sizes, mask_grad=mask_grad)
+        return detections, losses
+
+    def detect(
+        self,
+        features: OrderedDict[str, Tensor],
+        proposals: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        mask_grad: bool = False,
+    ) -> list[Detections]:
+        """Second pass: proposals -> box head -> ``postprocess_detections`` (-> mask head); degenerate boxes
+        (width or height < ``min_box_size``) are removed."""
+        heads = self.roi_heads
+        with torch.no_grad():
+            x = heads.box_head(heads.box_roi_pool(features, proposals, image_sizes))
+            class_logits, box_regression = heads.box_predictor(x)
+            boxes, scores, labels = heads.postprocess_detections(
+                class_logits, box_regression, proposals, image_sizes
+            )
+        out: list[Detections] = []
+        for b, s, lab in zip(boxes, scores, labels, strict=True):
+            keep = ((b[:, 2] - b[:, 0]) >= self.min_box_size) & ((b[:, 3] - b[:, 1]) >= self.min_box_size)
+            out.append({"boxes": b[keep], "scores": s[keep], "labels": lab[keep]})
+        if self.use_masks:
+            with torch.set_grad_enabled(mask_grad and torch.is_grad_enabled()):
+                mask_boxes = [d["boxes"] for d in out]
+                if sum(len(b) for b in mask_boxes) > 0:
+                    m = heads.mask_head(heads.mask_roi_pool(features, mask_boxes, image_sizes))
+                    probs = maskrcnn_inference(heads.mask_predictor(m), [d["labels"] for d in out])
+                else:
+                    size = heads.mask_roi_pool.output_size[0] * 2
+                    probs = [features[ROI_KEYS[0]].new_zeros((0, 1, size, size)) for _ in out]
+            for d, p in zip(out, probs, strict=True):
+                d["mask_probs"] = p[:, 0]
+        return out

@@ -1,0 +1,189 @@
+"""Dynamic potential head (paper sec. 3.4.1, eq. 1-2, Fig. 4).
+
+The head is parameter-free. For one image it turns the semantic output ``V`` and a *dynamic* number ``D`` of
+detections into a potential ``Psi`` with ``N_st + D`` channels:
+
+* channels ``0 .. N_st - 1``: one per stuff class (channel ``k`` = stuff train id ``k``), a dummy full-image
+  box with score 1, i.e. ``Psi(k) = V(k)`` everywhere;
+* channels ``N_st .. N_st + D - 1``: one per detection ``k`` (same order as ``boxes``), eq. 1 / eq. 2 inside
+  the box region ``B_k`` and 0 outside.
+
+Variants (Fig. 4):
+
+* ``"A"`` (UPSNet [24]): no score. ``V(c_k)`` (+ mask term when masks are given) inside the box.
+* ``"B"``: ``s_k * (V(c_k) * M_k)`` inside the box (eq. 2 with ``⊙`` = multiplication).
+* ``"C"``: ``s_k * (V(c_k) + M_k)`` inside the box (eq. 2 with ``⊙`` = summation).
+* Without masks B == C == ``s_k * V(c_k)`` (eq. 1).
+
+Decisions (OPEN in the design notes), all documented here:
+
+* **Space of V.** ``space="auto"`` (default) uses *softmax probabilities* of the semantic logits for variants
+  B and C (the paper: "V_i(l) denotes the probability"), which makes ``Psi >= 0`` and lets the affinity head
+  and :func:`unipan_pipeline.model.panoptic_matching_loss.panoptic_matching_loss` treat ``P`` as
+  un-normalised probabilities (``input_kind="probabilities"``). For variant A, ``"auto"`` uses the raw
+  *logits* as UPSNet does, and the mask term is then the mask *logit* ``log(M / (1 - M))`` (masks come as
+  probabilities; they are clamped to ``[mask_eps, 1 - mask_eps]``); the matching loss must then use
+  ``input_kind="logits"``. ``space="probabilities"`` / ``"logits"`` force one space for any variant.
+* **Gradients.** Gradients always flow into ``semantic_logits`` and ``masks``. Scores are used as given:
+  nothing is detached here, so gradients reach ``s_k`` iff the caller passes scores that require grad
+  (torchvision's postprocessed scores usually don't); pass ``detach_scores=True`` to cut that path.
+* **Box region on the feature grid.** Feature cell ``(y, x)`` at stride ``d`` has its centre at image pixel
+  coordinates ``((x + 0.5) d, (y + 0.5) d)``. A cell belongs to box ``(x1, y1, x2, y2)`` iff
+  ``x1 <= cx < x2`` and ``y1 <= cy < y2`` (half-open, so adjacent boxes do not share cells). The region is
+  the outer product of a column mask and a row mask. A box thinner than a cell may contain no cell centre
+  along an axis; along such an axis the cell holding the box centre is used instead (a 2-px-wide, tall box
+  owns one column of cells; a tiny box owns one cell), so every detection owns at least one cell.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Variant = Literal["A", "B", "C"]
+Space = Literal["auto", "probabilities", "logits"]
+
+_WHERE = "dynamic_potential.py"
+
+
+def potential_space(variant: Variant, space: Space = "auto") -> Literal["probabilities", "logits"]:
+    """Return the space (``"probabilities"`` or ``"logits"``) the potential of ``variant`` lives in.
+
+    Use it to pick ``input_kind`` of the panoptic matching loss consistently with the potential.
+    """
+    if space == "auto":
+        return "logits" if variant == "A" else "probabilities"
+    if space not in ("probabilities", "logits"):
+        raise ValueError(f"{_WHERE}: unknown space {space!r} (expected 'auto', 'probabilities' or 'logits')")
+    return space
+
+
+def box_region_mask(boxes: Tensor, height: int, width: int, stride: int = 4) -> Tensor:
+    """Boolean ``[D, h, w]`` mask of the feature cells inside each box (vectorised over ``D``).
+
+    Args:
+        boxes: ``[D, 4]`` boxes ``(x1, y1, x2, y2)`` in image pixel coordinates.
+        height, width: feature grid size ``(h, w)``.
+        stride: feature stride ``d`` (image pixels per feature cell).
+
+    Cell ``(y, x)`` is inside iff its centre ``((x + .5) d, (y + .5) d)`` satisfies ``x1 <= cx < x2`` and
+    ``y1 <= cy < y2``; along an axis with no centre inside, the cell holding the box centre is used.
+    """
+    if boxes.ndim != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"{_WHERE}: boxes must have shape [D, 4], got {tuple(boxes.shape)}")
+    device = boxes.device
+    b = boxes.detach().to(torch.float32)
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) * stride  # [w]
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) * stride  # [h]
+    x1, y1, x2, y2 = (b[:, i, None] for i in range(4))  # each [D, 1]
+    in_x = (xs[None, :] >= x1) & (xs[None, :] < x2)  # [D, w]
+    in_y = (ys[None, :] >= y1) & (ys[None, :] < y2)  # [D, h]
+    # Per axis: when no cell centre falls inside the box extent, use the cell holding the box centre.
+    cx = torch.floor((x1 + x2) * 0.5 / stride).long().clamp_(0, width - 1)  # [D, 1]
+    cy = torch.floor((y1 + y2) * 0.5 / stride).long().clamp_(0, height - 1)
+    in_x |= (torch.arange(width, device=device)[None, :] == cx) & ~in_x.any(dim=1, keepdim=True)
+    in_y |= (torch.arange(height, device=device)[None, :] == cy) & ~in_y.any(dim=1, keepdim=True)
+    return in_y[:, :, None] & in_x[:, None, :]
+
+
+def dynamic_potential(  # noqa: PLR0917 - positional signature fixed by the model contract
+    semantic_logits: Tensor,
+    boxes: Tensor,
+    scores: Tensor,
+    classes: Tensor,
+    masks: Tensor | None,
+    num_stuff: int,
+    variant: Variant = "C",
+    stride: int = 4,
+    *,
+    space: Space = "auto",
+    detach_scores: bool = False,
+    mask_eps: float = 1e-4,
+) -> Tensor:
+    """Build the dynamic potential ``Psi`` of one image (eq. 1-2).
+
+    Args:
+        semantic_logits: ``[N_cls, h, w]`` semantic head logits ``V`` at stride ``stride`` (train ids).
+        boxes: ``[D, 4]`` detection boxes, xyxy, image pixel coordinates.
+        scores: ``[D]`` detection scores ``s_k`` (ignored by variant A).
+        classes: ``[D]`` detection classes as TRAIN ids (``num_stuff <= c < N_cls``).
+        masks: ``[D, h, w]`` instance mask probabilities pasted at stride ``stride``, or ``None``.
+        num_stuff: ``N_st``; channels ``0..N_st-1`` of ``V`` are the stuff classes.
+        variant: ``"A"``, ``"B"`` or ``"C"`` (see module docstring).
+        stride: feature stride ``d``.
+        space: ``"auto"`` (B/C: softmax probabilities, A: logits), ``"probabilities"`` or ``"logits"``.
+        detach_scores: cut the gradient into ``scores``.
+        mask_eps: clamp for the mask logit of the logit space.
+
+    Returns:
+        ``Psi``: ``[N_st + D, h, w]``, stuff channels first, then the detections in input order. With
+        ``D == 0`` only the stuff channels are returned.
+    """
+    if semantic_logits.ndim != 3:
+        raise ValueError(f"{_WHERE}: semantic_logits must be [N_cls,h,w], got {tuple(semantic_logits.shape)}")
+    if variant not in ("A", "B", "C"):
+        raise ValueError(f"{_WHERE}: unknown variant {variant!r} (expected 'A', 'B' or 'C')")
+    n_cls, h, w = semantic_logits.shape
+    if not 0 <= num_stuff <= n_cls:
+        raise ValueError(f"{_WHERE}: num_stuff={num_stuff} outside [0, N_cls={n_cls}]")
+    if boxes.ndim != 2 or boxes.shape[-1] != 4:
+        raise ValueError(f"{_WHERE}: boxes must have shape [D, 4], got {tuple(boxes.shape)}")
+    d = boxes.shape[0]
+    if scores.shape != (d,) or classes.shape != (d,):
+        raise ValueError(
+            f"{_WHERE}: scores and classes must be [D={d}], got {tuple(scores.shape)} and "
+            f"{tuple(classes.shape)}"
+        )
+    if masks is not None and masks.shape != (d, h, w):
+        raise ValueError(f"{_WHERE}: masks must be [D={d}, h={h}, w={w}], got {tuple(masks.shape)}")
+    if d > 0:
+        cmin, cmax = int(classes.min()), int(classes.max())
+        if cmin < num_stuff or cmax >= n_cls:
+            raise ValueError(
+                f"{_WHERE}: detection classes must be thing train ids in [{num_stuff}, {n_cls}), "
+                f"got range [{cmin}, {cmax}]"
+            )
+
+    sp = potential_space(variant, space)
+    v = torch.softmax(semantic_logits, dim=0) if sp == "probabilities" else semantic_logits
+    stuff = v[:num_stuff]
+    if d == 0:
+        return stuff
+
+    region = box_region_mask(boxes, h, w, stride)  # [D, h, w] bool
+    vc = v.index_select(0, classes.to(device=v.device, dtype=torch.long))  # [D, h, w]
+    s = scores.detach() if detach_scores else scores
+    s = s.to(v.dtype)[:, None, None]
+
+    if masks is None:
+        val = vc if variant == "A" else s * vc
+    else:
+        m = masks.to(v.dtype)
+        if sp == "logits":
+            mc = m.clamp(mask_eps, 1.0 - mask_eps)
+            m = torch.log(mc) - torch.log1p(-mc)
+        if variant == "A":
+            val = vc + m
+        elif variant == "B":
+            val = s * (vc * m)
+        else:
+            val = s * (vc + m)
+    things = torch.where(region, val, torch.zeros((), dtype=val.dtype, device=val.device))
+    return torch.cat([stuff, things], dim=0)
+
+
+def filter_detections(keep: Tensor, *tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """Index every given per-detection tensor (``[D, ...]``) with the boolean ``keep`` mask (``None`` passes).
+
+    Convenience for applying :class:`~unipan_pipeline.model.panoptic_matching_loss.PanopticMatch.keep`
+    before building the potential.
+    """
+    return tuple(None if t is None else t[keep] for t in tensors)
+
+
+def upsample_potential(psi: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinearly resize ``[K, h, w]`` to ``[K, *size]`` (for argmax at image resolution)."""
+    return F.interpolate(psi[None], size=size, mode="bilinear", align_corners=False)[0]

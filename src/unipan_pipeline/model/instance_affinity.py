@@ -1,0 +1,216 @@
+"""Dense instance affinity head (paper sec. 3.4.2, eq. 3-4, Fig. 5 and Fig. 6).
+
+Given the affinity feature ``Q`` (``[C, h, w]``, collapsed to ``[HW, C]``) and the dynamic potential ``Psi``
+(``[K, h, w]`` with ``K = N_st + D``, collapsed to ``[HW, K]``) the head computes eq. 4::
+
+    P = Psi + phi0(Q) (phi1(Q)^T Psi) / Z
+
+right to left (eq. 3): ``phi1(Q)^T Psi`` is a tiny ``[C, K]`` matrix, so time and memory are linear in
+``HW`` and the ``HW x HW`` affinity matrix ``A = phi0(Q) phi1(Q)^T`` is never formed.
+``phi0`` / ``phi1`` are each a 1x1 convolution followed by an activation.
+
+Decisions (OPEN in the design notes), all exposed as constructor options:
+
+* ``activation`` (default ``"relu"``): ``"relu"``, ``"softplus"`` or ``"none"``. ReLU / softplus keep
+  ``phi >= 0`` so every affinity ``A_ij >= 0`` (a "probability-like" pairwise affinity, as the paper
+  describes it) and ``P >= 0`` whenever ``Psi >= 0``; this is what makes the probability reading of ``P``
+  in the matching loss valid. ReLU additionally allows exact zero affinity between pixels of different
+  instances (orthogonal non-negative features). ``"none"`` gives signed affinities: then ``P`` must be
+  treated as logits by the loss.
+* ``normalize`` (default ``"sqrt_c_hw"``): the divisor ``Z``. ``"hw"``: ``Z = HW`` (the propagated term is
+  a *mean* over pixels, so its magnitude does not grow with image size: a 1024x2048 test image and a
+  512x1024 training crop see the same scale); ``"sqrt_c_hw"``: ``Z = sqrt(C) HW`` (additionally keeps the
+  dot product of two ``C``-dim features O(1) at initialisation, as in scaled dot-product attention, so the
+  residual ``Psi`` dominates at the start of training); ``"none"``: ``Z = 1`` (the paper's literal eq. 4;
+  grows with ``HW``).
+* Psi may be probabilities or logits: the head is linear in ``Psi`` and agnostic to that; the choice is made
+  by :func:`unipan_pipeline.model.dynamic_potential.dynamic_potential` (``space``) and must match
+  ``input_kind`` of the matching loss. With the defaults (variant B/C, probabilities, ReLU) ``P >= 0`` and
+  the loss reads ``P`` as un-normalised probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal, overload
+
+import torch
+from torch import Tensor, nn
+
+Activation = Literal["relu", "softplus", "none"]
+Normalize = Literal["hw", "sqrt_c_hw", "none"]
+
+_WHERE = "instance_affinity.py"
+
+
+def _make_activation(name: str) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU()
+    if name == "softplus":
+        return nn.Softplus()
+    if name == "none":
+        return nn.Identity()
+    raise ValueError(f"{_WHERE}: unknown activation {name!r} (expected 'relu', 'softplus' or 'none')")
+
+
+class DenseInstanceAffinity(nn.Module):
+    """Dense instance affinity applier ``P = Psi + phi0(Q) (phi1(Q)^T Psi) / Z`` (eq. 3-4).
+
+    Args:
+        feature_channels: ``C`` of the affinity feature ``Q`` (paper: 128).
+        activation: activation after each 1x1 convolution (see module docstring).
+        normalize: divisor ``Z`` of the propagated term (see module docstring).
+        residual: add ``Psi`` back (eq. 4). ``False`` returns only the propagated term.
+    """
+
+    def __init__(
+        self,
+        feature_channels: int = 128,
+        activation: Activation = "relu",
+        normalize: Normalize = "sqrt_c_hw",
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        if feature_channels <= 0:
+            raise ValueError(f"{_WHERE}: feature_channels must be positive, got {feature_channels}")
+        if normalize not in ("hw", "sqrt_c_hw", "none"):
+            raise ValueError(
+                f"{_WHERE}: unknown normalize {normalize!r} (expected 'hw', 'sqrt_c_hw' or 'none')"
+            )
+        self.feature_channels = feature_channels
+        self.activation = activation
+        self.normalize = normalize
+        self.residual = residual
+        c = feature_channels
+        self.phi0 = nn.Sequential(nn.Conv2d(c, c, 1), _make_activation(activation))
+        self.phi1 = nn.Sequential(nn.Conv2d(c, c, 1), _make_activation(activation))
+
+    def scale(self, num_pixels: int) -> float:
+        """The factor ``1 / Z`` applied to the propagated term for ``num_pixels = h * w``."""
+        if self.normalize == "hw":
+            return 1.0 / num_pixels
+        if self.normalize == "sqrt_c_hw":
+            return 1.0 / (math.sqrt(self.feature_channels) * num_pixels)
+        return 1.0
+
+    def embed(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """``phi0(Q)`` and ``phi1(Q)`` flattened to ``[B, C, HW]`` (``q`` is ``[B, C, h, w]``)."""
+        b, c = q.shape[:2]
+        return self.phi0(q).reshape(b, c, -1), self.phi1(q).reshape(b, c, -1)
+
+    @overload
+    def forward(self, q: Tensor, psi: Tensor) -> Tensor: ...
+
+    @overload
+    def forward(self, q: Tensor, psi: Sequence[Tensor]) -> list[Tensor]: ...
+
+    def forward(self, q: Tensor, psi: Tensor | Sequence[Tensor]) -> Tensor | list[Tensor]:
+        """Apply the affinity.
+
+        Args:
+            q: ``[C, h, w]`` with ``psi`` a ``[K, h, w]`` tensor, or ``[B, C, h, w]`` with ``psi`` a
+                sequence of ``B`` tensors ``[K_b, h, w]`` (``K_b`` may differ per image), or
+                ``[1, C, h, w]`` with a tensor.
+        Returns:
+            ``P`` shaped like ``psi`` (a tensor, or a list for a sequence input).
+        """
+        if isinstance(psi, Tensor):
+            if q.ndim == 4:
+                if q.shape[0] != 1:
+                    raise ValueError(f"{_WHERE}: batched q [B={q.shape[0]}, ...] needs a list of psi tensors")
+                q = q[0]
+            if q.ndim != 3:
+                raise ValueError(f"{_WHERE}: q must be [C, h, w] or [B, C, h, w], got {tuple(q.shape)}")
+            return self._propagate(q[None], [psi])[0]
+        if q.ndim != 4 or q.shape[0] != len(psi):
+            raise ValueError(
+                f"{_WHERE}: with a list of {len(psi)} psi tensors q must be [B={len(psi)}, C, h, w], "
+                f"got {tuple(q.shape)}"
+            )
+        return self._propagate(q, list(psi))
+
+    def _propagate(self, q: Tensor, psis: list[Tensor]) -> list[Tensor]:
+        _, c, h, w = q.shape
+        if c != self.feature_channels:
+            raise ValueError(f"{_WHERE}: q has {c} channels, the head expects {self.feature_channels}")
+        for p in psis:
+            if p.ndim != 3 or p.shape[-2:] != (h, w):
+                raise ValueError(f"{_WHERE}: psi must be [K, h={h}, w={w}], got {tuple(p.shape)}")
+        f0, f1 = self.embed(q)  # [B, C, HW] each
+        scale = self.scale(h * w)
+        out = []
+        for i, p in enumerate(psis):
+            k = p.shape[0]
+            pf = p.reshape(k, h * w).to(f0.dtype)  # [K, HW]
+            t = f1[i] @ pf.transpose(0, 1)  # [C, K]: phi1(Q)^T Psi, tiny
+            # [K, HW] = Psi^T + scale * (phi0(Q) (phi1(Q)^T Psi))^T, one fused [K, HW] allocation
+            if self.residual:
+                res = torch.addmm(pf, t.transpose(0, 1), f0[i], alpha=scale)
+            else:
+                res = (t.transpose(0, 1) * scale) @ f0[i]
+            out.append(res.reshape(k, h, w))
+        return out
+
+
+def affinity_matrix(module: DenseInstanceAffinity, q: Tensor) -> Tensor:
+    """The explicit ``[HW, HW]`` affinity ``A = phi0(Q) phi1(Q)^T / Z`` (tests / tiny inputs only).
+
+    ``A[i, j]`` (row-major flattened pixels) is the affinity with which pixel ``j`` feeds pixel ``i``.
+    """
+    if q.ndim == 3:
+        q = q[None]
+    if q.ndim != 4 or q.shape[0] != 1:
+        raise ValueError(f"{_WHERE}: affinity_matrix expects q [C,h,w] or [1,C,h,w], got {tuple(q.shape)}")
+    f0, f1 = module.embed(q)
+    h, w = q.shape[-2:]
+    # scale the small [C, HW] factor, not the [HW, HW] product (one HW x HW allocation only)
+    return (f0[0] * module.scale(h * w)).transpose(0, 1) @ f1[0]
+
+
+def explicit_instance_affinity(module: DenseInstanceAffinity, q: Tensor, psi: Tensor) -> Tensor:
+    """Reference implementation of eq. 4 computing ``(phi0(Q) phi1(Q)^T) Psi`` with the explicit matrix.
+
+    Same result as ``module(q, psi)`` (same parameters, normalisation and residual flag) but with
+    ``O((HW)^2)`` time and memory. For tests and the benchmark only.
+    """
+    if q.ndim == 4:
+        q = q[0] if q.shape[0] == 1 else q
+    if q.ndim != 3 or psi.ndim != 3 or psi.shape[-2:] != q.shape[-2:]:
+        raise ValueError(
+            f"{_WHERE}: explicit_instance_affinity expects q [C, h, w] and psi [K, h, w], "
+            f"got {tuple(q.shape)} and {tuple(psi.shape)}"
+        )
+    k, h, w = psi.shape
+    a = affinity_matrix(module, q)  # [HW, HW]
+    pf = psi.reshape(k, h * w).to(a.dtype)
+    prop = pf @ a.transpose(0, 1)  # [K, HW]: prop[k, i] = sum_j A[i, j] psi[k, j]
+    res = pf + prop if module.residual else prop
+    return res.reshape(k, h, w)
+
+
+def pixel_affinity(module: DenseInstanceAffinity, q: Tensor, y: int, x: int) -> Tensor:
+    """Affinities of pixel ``(y, x)`` to every pixel (row ``i = y * w + x`` of ``A``), as a ``[h, w]`` map.
+
+    This is the heat map of Fig. 1e / Fig. 6: ``A[i, j] = phi0(q_i) . phi1(q_j) / Z`` -- how strongly pixel
+    ``j`` feeds pixel ``(y, x)``. Computed from one feature vector, without forming ``A``.
+    ``q`` is ``[C, h, w]`` (or ``[1, C, h, w]``).
+    """
+    if q.ndim == 3:
+        q = q[None]
+    if q.ndim != 4 or q.shape[0] != 1:
+        raise ValueError(f"{_WHERE}: pixel_affinity expects q [C,h,w] or [1,C,h,w], got {tuple(q.shape)}")
+    h, w = q.shape[-2:]
+    if not (0 <= y < h and 0 <= x < w):
+        raise ValueError(f"{_WHERE}: pixel ({y}, {x}) outside the {h}x{w} feature grid")
+    f0, f1 = module.embed(q)
+    row = f0[0, :, y * w + x] @ f1[0]  # [HW]
+    return (row * module.scale(h * w)).reshape(h, w)
+
+
+__all__ = [
+    "DenseInstanceAffinity",
+    "affinity_matrix",
+    "explicit_instance_affinity",
+    "pixel_affinity",
+]
