@@ -1,0 +1,371 @@
+"""Shared pieces of the experiment glue: parameter checking, atomic writes, provenance, MLflow runs, and the
+model bundle (the files a trained model is made of).
+
+Model bundle (written by :func:`save_bundle` into a training run's ``output_dir``)::
+
+    model.pt             the network's state_dict (written atomically)
+    model_config.json    ModelConfig.to_dict()
+    categories.json      CategoryMap.to_dict()
+    inference.json       factory import paths, pixel normalisation, the evaluation transform, device
+
+These are exactly the artefacts of :func:`unipan_pipeline.training.tracking.log_model_pyfunc`, so a bundle on
+disk and a logged MLflow model load through the same class
+(:class:`unipan_pipeline.training.pyfunc.PanopticPyfuncModel`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from unipan_pipeline.categories import CategoryMap
+from unipan_pipeline.data.store import MARKER
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FILES = {
+    "checkpoint": "model.pt",
+    "model_config": "model_config.json",
+    "categories": "categories.json",
+    "inference": "inference.json",
+}
+MODEL_FACTORY = "unipan_pipeline.model:build_model"
+CONFIG_FACTORY = "unipan_pipeline.model:ModelConfig.from_dict"
+DEFAULT_EXPERIMENT = "unipan"
+
+
+# ------------------------------------------------------------------------------------------------ params
+def check_keys(
+    params: Mapping[str, Any], where: str, *, required: set[str], optional: set[str] = frozenset()
+) -> None:
+    """Raise ``ValueError`` naming ``where`` (e.g. ``params:train_cityscapes``) on missing / unknown keys."""
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {type(params).__name__}")
+    missing = sorted(required - set(params))
+    unknown = sorted(set(params) - required - set(optional))
+    problems = []
+    if missing:
+        problems.append(f"missing key(s) {missing}")
+    if unknown:
+        problems.append(f"unknown key(s) {unknown}; known: {sorted(required | set(optional))}")
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems))
+
+
+def plain(obj: Any) -> Any:
+    """Kedro/OmegaConf containers, tuples, numpy / torch scalars -> plain JSON-able python."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return plain(obj.item() if obj.numel() == 1 else obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    device = str(device).lower()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+# ------------------------------------------------------------------------------------------------ files
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary sibling and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
+    """JSON (indented, NaN -> null) written atomically."""
+    return atomic_write_text(path, json.dumps(plain(data), indent=2) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through a temporary sibling and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+def data_source(ingested_root: str | os.PathLike) -> dict[str, str]:
+    """Which raw data set an ingested folder came from: ``{"source": "synthetic"|"real"|..., "raw_root"}``.
+
+    Read from the ingestion marker (``_INGESTED.json``, ``"source": "synthetic:/path"``).
+    """
+    marker = Path(ingested_root) / MARKER
+    try:
+        raw = str(json.loads(marker.read_text()).get("source", "unknown"))
+    except (OSError, json.JSONDecodeError):
+        return {"source": "unknown", "raw_root": ""}
+    kind, _, where = raw.partition(":")
+    return {"source": kind or "unknown", "raw_root": where}
+
+
+def data_fingerprint(ingested_root: str | os.PathLike, splits: list[str]) -> str:
+    """sha256 (first 16 hex digits) of the splits' ``panoptic_<split>.json`` files: identifies the data."""
+    h = hashlib.sha256()
+    for split in splits:
+        path = Path(ingested_root) / f"panoptic_{split}.json"
+        if path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
+    """``git rev-parse HEAD`` of the project (None outside a git checkout or without git)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def dvc_hashes(path: str | os.PathLike, lock_file: str | os.PathLike = "dvc.lock") -> dict[str, str]:
+    """md5 of every DVC output under ``path`` recorded in ``dvc.lock`` (``{}`` without a lock file)."""
+    lock = Path(lock_file)
+    if not lock.is_file():
+        return {}
+    import yaml  # noqa: PLC0415 - only needed here
+
+    try:
+        data = yaml.safe_load(lock.read_text()) or {}
+    except yaml.YAMLError:
+        return {}
+    wanted = Path(path).as_posix().rstrip("/")
+    found: dict[str, str] = {}
+    for stage in (data.get("stages") or {}).values():
+        for out in stage.get("outs") or []:
+            p = str(out.get("path", "")).rstrip("/")
+            if (p == wanted or wanted.startswith(p + "/") or p.startswith(wanted + "/")) and "md5" in out:
+                found[p] = str(out["md5"])
+    return found
+
+
+def provenance(ingested_root: str | os.PathLike, splits: list[str]) -> dict[str, str]:
+    """Tags describing the code and data versions of a run (``code.git_commit``, ``data.*``)."""
+    src = data_source(ingested_root)
+    tags = {
+        "data.ingested_root": str(ingested_root),
+        "data.source": src["source"],
+        "data.raw_root": src["raw_root"],
+        "data.fingerprint": data_fingerprint(ingested_root, splits),
+    }
+    commit = git_commit()
+    if commit:
+        tags["code.git_commit"] = commit
+    for p, md5 in dvc_hashes(ingested_root).items():
+        tags[f"data.dvc_md5.{p}"] = md5
+    return tags
+
+
+# ------------------------------------------------------------------------------------------------ MLflow
+@contextlib.contextmanager
+def tracking_run(run_name: str, experiment: str = DEFAULT_EXPERIMENT) -> Iterator[str]:
+    """Yield the id of the MLflow run to log into.
+
+    Under ``kedro run`` kedro-mlflow has opened one run for the whole pipeline: that run is used (and left
+    open). Otherwise (command line, tests, a pipeline with tracking disabled) a run is started in
+    ``experiment`` of the current tracking URI -- MLflow's default, ``sqlite:///mlflow.db`` in the working
+    directory, or ``$MLFLOW_TRACKING_URI`` -- with artifacts under ``./mlruns/<experiment>``, and ended on
+    exit.
+    """
+    import mlflow  # noqa: PLC0415 - heavy import, only when tracking
+
+    active = mlflow.active_run()
+    if active is not None:
+        yield active.info.run_id
+        return
+    from unipan_pipeline.training.tracking import get_or_create_experiment  # noqa: PLC0415
+
+    uri = mlflow.get_tracking_uri()
+    exp_id = get_or_create_experiment(experiment, Path.cwd(), tracking_uri=uri)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+        yield run.info.run_id
+
+
+def log_artifacts(run_id: str, paths: list[Path], artifact_path: str) -> None:
+    """Log files into ``run_id`` under ``artifact_path`` (missing files are skipped with a warning)."""
+    from mlflow.tracking import MlflowClient  # noqa: PLC0415
+
+    client = MlflowClient()
+    for p in paths:
+        if Path(p).is_file():
+            client.log_artifact(run_id, str(p), artifact_path)
+        else:
+            log.warning("artifact %s does not exist; not logged", p)
+
+
+# ------------------------------------------------------------------------------------------------ bundle
+def inference_spec(eval_transform: Mapping[str, Any] | None, device: str = "cpu") -> dict[str, Any]:
+    """``inference.json`` content (the schema of ``log_model_pyfunc``)."""
+    mean = (eval_transform or {}).get("mean", (0.485, 0.456, 0.406))
+    std = (eval_transform or {}).get("std", (0.229, 0.224, 0.225))
+    return {
+        "model_factory": MODEL_FACTORY,
+        "config_factory": CONFIG_FACTORY,
+        "pixel_mean": list(mean),
+        "pixel_std": list(std),
+        "eval_transform": plain(eval_transform) if eval_transform is not None else None,
+        "device": device,
+    }
+
+
+def save_bundle(
+    out_dir: str | os.PathLike,
+    state_dict: Mapping[str, torch.Tensor],
+    model_config: Mapping[str, Any],
+    categories: CategoryMap,
+    eval_transform: Mapping[str, Any] | None,
+) -> dict[str, str]:
+    """Write the model bundle (see the module docstring) atomically file by file; returns name -> path."""
+    out = Path(out_dir)
+    paths = {k: out / v for k, v in BUNDLE_FILES.items()}
+    atomic_torch_save(dict(state_dict), paths["checkpoint"])
+    atomic_write_json(paths["model_config"], dict(model_config))
+    atomic_write_json(paths["categories"], categories.to_dict())
+    atomic_write_json(paths["inference"], inference_spec(eval_transform))
+    return {k: str(v) for k, v in paths.items()}
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference and what it needs: categories, eval transform parameters, device."""
+
+    predictor: Any  # PanopticPyfuncModel (predict_images, model, categories, transform)
+    eval_transform: dict[str, Any] | None
+    source: str
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.predictor.model
+
+    @property
+    def categories(self) -> CategoryMap:
+        return self.predictor.categories
+
+
+def _bundle_dir(location: str | os.PathLike) -> Path:
+    path = Path(location)
+    if not path.is_file():
+        return path
+    if path.suffix == ".json" and path.name not in BUNDLE_FILES.values():
+        try:
+            manifest = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not a training manifest (invalid JSON: {err})") from None
+        if (
+            isinstance(manifest, dict)
+            and "bundle" in manifest
+            and not (path.parent / BUNDLE_FILES["checkpoint"]).is_file()
+        ):
+            # a training manifest stored away from its bundle (paths are relative to the project root)
+            return Path(manifest["bundle"]["checkpoint"]).parent
+    return path.parent
+
+
+def load_bundle(location: str | os.PathLike, device: str = "auto") -> LoadedModel:
+    """Load a bundle folder (or a training manifest json pointing at one) for inference."""
+    from unipan_pipeline.training.pyfunc import PanopticPyfuncModel  # noqa: PLC0415 - imports MLflow
+
+    folder = _bundle_dir(location)
+    artifacts = {k: str(folder / v) for k, v in BUNDLE_FILES.items()}
+    missing = [p for p in artifacts.values() if not Path(p).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{location} is not a complete model bundle: missing {missing} (train a model first, "
+            f"e.g. `kedro run --pipelines=train_cityscapes`)"
+        )
+    spec = json.loads(Path(artifacts["inference"]).read_text())
+    dev = resolve_device(device)
+    if spec.get("device") != str(dev.type):
+        spec["device"] = dev.type
+        with tempfile.TemporaryDirectory(prefix="unipan-bundle-") as tmp:
+            artifacts["inference"] = str(Path(tmp) / "inference.json")
+            Path(artifacts["inference"]).write_text(json.dumps(spec))
+            predictor = PanopticPyfuncModel()
+            predictor.load_context(SimpleNamespace(artifacts=artifacts))
+    else:
+        predictor = PanopticPyfuncModel()
+        predictor.load_context(SimpleNamespace(artifacts=artifacts))
+    return LoadedModel(predictor, spec.get("eval_transform"), str(folder))
+
+
+def load_model_uri(uri: str, device: str = "auto") -> LoadedModel:
+    """A model from any of: ``models:/<name>@<alias>``, ``models:/<name>/<version>``, ``runs:/<id>/model``,
+    a bare 32-hex run id, a bundle folder or a training manifest json."""
+    import re  # noqa: PLC0415
+
+    uri = str(uri)
+    if re.fullmatch(r"[0-9a-f]{32}", uri):
+        uri = f"runs:/{uri}/model"
+    if "://" not in uri and not uri.startswith(("models:", "runs:")):
+        return load_bundle(uri, device)
+    import mlflow  # noqa: PLC0415
+
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    log.info("loading %s (MLflow tracking %s, registry %s)", uri, tracking, registry)
+    with tempfile.TemporaryDirectory(prefix="unipan-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=tmp, tracking_uri=tracking, registry_uri=registry
+        )
+        loaded = mlflow.pyfunc.load_model(local)
+    predictor = loaded.unwrap_python_model()
+    dev = resolve_device(device)
+    predictor.device = dev
+    predictor.model.to(dev)
+    transform = predictor.transform
+    params = None
+    if transform is not None:
+        cfg = transform.config
+        params = {k: getattr(cfg, k) for k in ("base_scale", "eval_min_size", "eval_max_size", "mean", "std")}
+    return LoadedModel(predictor, params, uri)

@@ -1,0 +1,377 @@
+"""Training glue: parameters -> data sets, model, trainer, validation PQ, MLflow, model bundle.
+
+Parameter schema of a training namespace (``train_cityscapes``, ``train_coco``, ``demo``)::
+
+    dataset: cityscapes               # registered model name unipan-<dataset>
+    ingested_root: data/03_primary/cityscapes
+    train_split: train
+    val_split: val
+    augment: {...}                    # TransformConfig keys (training)
+    augment_eval: {...}               # TransformConfig keys (validation / evaluation / serving)
+    model: {...}                      # ModelConfig keys
+    trainer: {...}                    # TrainerConfig keys (checkpoint_dir: data/06_models/<name>/checkpoints)
+    validation: {max_images: 20}      # in-training PQ on the first N val images (0 = off)
+    output_dir: data/06_models/<name> # model bundle (model.pt, model_config.json, categories.json, ...)
+    evaluation: {...}                 # optional: read by the evaluation pipeline only (the demo's)
+
+The network is trained by :func:`unipan_pipeline.training.train` (checkpoints + automatic resume in
+``trainer.checkpoint_dir``, ``trainer.num_processes`` DDP workers through torch's elastic launcher). The
+validation callback computes PQ (the paper's metric, Kirillov et al.) at the ORIGINAL ground-truth resolution:
+predicted id maps are resized (nearest) from the evaluation-transform size to the PNG size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from unipan_pipeline.categories import CategoryMap
+from unipan_pipeline.data import (
+    PanopticDataset,
+    PanopticTransform,
+    TransformConfig,
+    collate_panoptic,
+    load_ingested,
+    read_panoptic_png,
+)
+from unipan_pipeline.evaluation import PQAccumulator
+from unipan_pipeline.experiment.common import (
+    atomic_write_json,
+    check_keys,
+    data_source,
+    plain,
+    provenance,
+    save_bundle,
+    tracking_run,
+)
+from unipan_pipeline.model import ModelConfig, build_model
+from unipan_pipeline.training import TrainerConfig, is_main_process, train
+
+log = logging.getLogger(__name__)
+
+TRAIN_KEYS = {
+    "dataset",
+    "ingested_root",
+    "train_split",
+    "val_split",
+    "augment",
+    "augment_eval",
+    "model",
+    "trainer",
+    "validation",
+    "output_dir",
+}
+TRAIN_OPTIONAL = {"evaluation"}
+PQ_KEYS = ("pq", "sq", "rq", "pq_th", "sq_th", "rq_th", "pq_st", "sq_st", "rq_st")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def eval_transform(params: Mapping[str, Any] | None) -> PanopticTransform:
+    """The deterministic evaluation transform of ``augment_eval``."""
+    return PanopticTransform(TransformConfig.from_params(dict(params or {}), train=False))
+
+
+def prediction_at_size(output: Mapping[str, Any], size: tuple[int, int]) -> tuple[np.ndarray, list[dict]]:
+    """A model output's (``panoptic``, ``segments_info``) as plain numpy / python, resized (nearest) to
+    ``size`` when the evaluation transform rescaled the image; segment areas are recounted."""
+    from unipan_pipeline.training.pyfunc import resize_panoptic  # noqa: PLC0415 - imports MLflow
+
+    panoptic = output["panoptic"].detach().cpu().to(torch.int32)
+    segments = []
+    for s in output["segments_info"]:
+        seg = {k: plain(v) for k, v in s.items()}
+        seg["id"], seg["category_id"] = int(seg["id"]), int(seg["category_id"])
+        segments.append(seg)
+    if tuple(panoptic.shape) != tuple(size):
+        panoptic, segments = resize_panoptic(panoptic, segments, tuple(size))
+    return panoptic.numpy().astype(np.int32), segments
+
+
+def pq_summary(results: Mapping[str, Any]) -> dict[str, float]:
+    """``PQAccumulator.compute()`` -> flat ``{pq, sq, rq, pq_th, ...}`` (empty groups left out)."""
+    out: dict[str, float] = {}
+    for suffix, group in (("", "All"), ("_th", "Things"), ("_st", "Stuff")):
+        g = results[group]
+        for key in ("pq", "sq", "rq"):
+            v = float(g[key])
+            if g.get("n", 1) and math.isfinite(v):
+                out[key + suffix] = v
+    return out
+
+
+class PQValidator:
+    """``validate_fn(model, iteration) -> {pq, sq, rq, pq_th, ...}`` on the first ``max_images`` images of a
+    split, at ground-truth resolution (picklable: the data are loaded lazily in the process that calls it).
+    """
+
+    def __init__(
+        self,
+        ingested_root: str,
+        split: str,
+        transform_params: Mapping[str, Any] | None,
+        max_images: int,
+        categories: CategoryMap | None = None,
+    ) -> None:
+        self.ingested_root = str(ingested_root)
+        self.split = split
+        self.transform_params = dict(transform_params or {})
+        self.max_images = int(max_images)
+        self.categories = categories
+        self._cache: dict[str, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"] = None
+        return state
+
+    def _data(self) -> dict[str, Any]:
+        if self._cache is None:
+            ds = PanopticDataset(
+                self.ingested_root, self.split, self.categories, eval_transform(self.transform_params)
+            )
+            split = load_ingested(self.ingested_root, self.split)
+            n = min(self.max_images, len(ds))
+            gt = [(read_panoptic_png(split.png_path(i)), split.segments(i)) for i in range(n)]
+            self._cache = {"dataset": ds, "gt": gt, "ids": ds.image_ids[:n]}
+        return self._cache
+
+    def __call__(self, model: torch.nn.Module, iteration: int) -> dict[str, float]:
+        data = self._data()
+        ds: PanopticDataset = data["dataset"]
+        device = next(model.parameters()).device
+        acc = PQAccumulator(ds.categories)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for i, (gt_ids, gt_segments) in enumerate(data["gt"]):
+                image, _ = ds[i]
+                out = model([image.to(device)])[0]
+                pred, segments = prediction_at_size(out, gt_ids.shape)
+                acc.update(gt_ids, gt_segments, pred, segments, image_id=data["ids"][i])
+        metrics = pq_summary(acc.compute())
+        log.info(
+            "validation PQ at iteration %d on %d images: %.4f (%.1f s)",
+            iteration,
+            len(data["gt"]),
+            metrics.get("pq", float("nan")),
+            time.perf_counter() - t0,
+        )
+        return metrics
+
+
+def _check_resume_compatible(checkpoint_dir: Path, fingerprint: dict[str, Any]) -> None:
+    """Refuse to resume from checkpoints of another model / data set (clear error, nothing deleted)."""
+    path = checkpoint_dir / "run_config.json"
+    fingerprint = json.loads(json.dumps(plain(fingerprint)))  # tuples -> lists, as read back
+    if path.is_file() and any(checkpoint_dir.glob("*.pt")):
+        old = json.loads(path.read_text())
+        diff = sorted(
+            f"{section}.{k}"
+            for section in ("model", "categories", "dataset")
+            for k in set(old.get(section) or {}) | set(fingerprint.get(section) or {})
+            if (old.get(section) or {}).get(k) != (fingerprint.get(section) or {}).get(k)
+        )
+        if diff:
+            raise ValueError(
+                f"{checkpoint_dir} holds checkpoints of a different configuration (differs in: {diff[:8]}); "
+                f"delete that folder or point trainer.checkpoint_dir elsewhere to start afresh"
+            )
+    atomic_write_json(path, fingerprint)
+
+
+def _curves(result: Any, checkpoint_dir: Path | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Loss / lr and validation curves of the whole training, also across resumes: the rows of earlier
+    invocations up to the resumed iteration are kept in ``<checkpoint_dir>/curves.json``."""
+    train_rows = [{**h, "iteration": int(h["iteration"])} for h in result.history]
+    val_rows = [{"iteration": int(it), **m} for it, m in sorted(result.validation.items())]
+    if checkpoint_dir is not None:
+        store = checkpoint_dir / "curves.json"
+        if store.is_file() and result.start_iteration > 0:
+            old = json.loads(store.read_text())
+            keep = result.start_iteration if result.history or result.validation else result.iteration
+            train_rows = [r for r in old.get("train", []) if r["iteration"] <= keep] + train_rows
+            val_rows = [r for r in old.get("val", []) if r["iteration"] <= keep] + val_rows
+        atomic_write_json(store, {"train": train_rows, "val": val_rows})
+    train_curve = (
+        pd.DataFrame(train_rows) if train_rows else pd.DataFrame(columns=["iteration", "train/loss"])
+    )
+    val_curve = pd.DataFrame(val_rows) if val_rows else pd.DataFrame(columns=["iteration", "pq"])
+    return train_curve, val_curve
+
+
+# ------------------------------------------------------------------------------------------------ main entry
+def train_experiment(
+    params: Mapping[str, Any], *, name: str = "train"
+) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Train one configuration end to end and log it to MLflow.
+
+    Args:
+        params: a training namespace (schema in the module docstring).
+        name: the namespace's name, used in error messages and as the MLflow run name.
+
+    Returns:
+        ``(manifest, train_curve, val_curve)``: the manifest (dataset, data source, MLflow run id, bundle
+        paths, model config, eval transform, final validation PQ, ...) and the loss / lr and validation-PQ
+        curves (one row per logged step / validation).
+    """
+    where = f"params:{name}"
+    params = plain(params)
+    check_keys(params, where, required=TRAIN_KEYS, optional=TRAIN_OPTIONAL)
+    root = str(params["ingested_root"])
+    train_split, val_split = str(params["train_split"]), str(params["val_split"])
+    source = data_source(root)
+    log.info("%s: training on the %s %s data set at %s", name, source["source"], params["dataset"], root)
+
+    categories = load_ingested(root, train_split).categories
+    train_tf = PanopticTransform(TransformConfig.from_params(dict(params["augment"]), train=True))
+    eval_params = dict(params["augment_eval"] or {})
+    eval_transform(eval_params)  # typos fail before training
+    dataset = PanopticDataset(root, train_split, categories, train_tf)
+    try:
+        model_cfg = ModelConfig.from_dict(params["model"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}.model: {err}") from err
+    trainer_cfg = TrainerConfig.from_dict(params["trainer"], source=f"{where}.trainer")
+    validation = dict(params.get("validation") or {})
+    check_keys(validation, f"{where}.validation", required=set(), optional={"max_images"})
+    max_images = int(validation.get("max_images", 0) or 0)
+    validator = PQValidator(root, val_split, eval_params, max_images, categories) if max_images > 0 else None
+
+    model = build_model(model_cfg, categories)  # before touching any folder: fails fast without weights
+    if trainer_cfg.checkpoint_path is not None:
+        trainer_cfg.checkpoint_path.mkdir(parents=True, exist_ok=True)
+        _check_resume_compatible(
+            trainer_cfg.checkpoint_path,
+            {
+                "model": model_cfg.to_dict(),
+                "categories": {"map": categories.to_dict()},
+                "dataset": {"dataset": params["dataset"], "train_split": train_split},
+            },
+        )
+
+    n_params = sum(p.numel() for p in model.parameters())
+    from unipan_pipeline.training.tracking import MlflowLogger, log_model_pyfunc  # noqa: PLC0415
+
+    tags = {
+        "dataset": params["dataset"],
+        "pipeline.namespace": name,
+        **provenance(root, [train_split, val_split]),
+        "model.num_parameters": str(n_params),
+        "trainer.num_processes": str(trainer_cfg.num_processes),
+    }
+    if not is_main_process():
+        # A non-zero rank under an external `torchrun`: train (DDP), leave tracking, the bundle and the model
+        # logging to rank 0, then hand back rank 0's manifest and curves (the catalog saves them on every
+        # rank).
+        t_start = time.time()
+        result = train(model, dataset, trainer_cfg, collate_fn=collate_panoptic, validate_fn=validator)
+        return _rank0_outputs(
+            Path(params["output_dir"]), trainer_cfg.checkpoint_path, result, t_start=t_start, name=name
+        )
+    with tracking_run(name) as run_id:
+        logger = MlflowLogger(run_id)
+        logger.set_tags(tags)
+        logger.log_params(
+            {
+                "model": model_cfg.to_dict(),
+                "trainer": trainer_cfg.to_dict(),
+                "augment": params["augment"],
+                "augment_eval": eval_params,
+                "validation": validation,
+                "data": {"dataset": params["dataset"], "root": root, "train": train_split, "val": val_split},
+            },
+            prefix="resolved",
+        )
+        result = train(
+            model,
+            dataset,
+            trainer_cfg,
+            collate_fn=collate_panoptic,
+            validate_fn=validator,
+            logger=logger,
+        )
+        bundle = save_bundle(
+            params["output_dir"], model.state_dict(), model_cfg.to_dict(), categories, eval_params
+        )
+        train_curve, val_curve = _curves(result, trainer_cfg.checkpoint_path)
+        last = val_curve.iloc[-1].items() if len(val_curve) else []
+        final_val = {k: float(v) for k, v in last if k != "iteration" and pd.notna(v)}
+        logger.log_metrics({f"final_val/{k}": v for k, v in final_val.items()}, step=result.iteration)
+        log_model_pyfunc(
+            bundle["checkpoint"], model_cfg.to_dict(), categories, eval_transform=eval_params, name="model"
+        )
+        for key in ("model_config", "categories", "inference"):
+            logger.client.log_artifact(run_id, bundle[key], "bundle")
+        experiment_id = logger.client.get_run(run_id).info.experiment_id
+    manifest = {
+        "name": name,
+        "dataset": params["dataset"],
+        "data_source": source["source"],
+        "ingested_root": root,
+        "train_split": train_split,
+        "val_split": val_split,
+        "mlflow": {"run_id": run_id, "experiment_id": experiment_id, "artifact": "model"},
+        "bundle": bundle,
+        "output_dir": str(params["output_dir"]),
+        "model_config": model_cfg.to_dict(),
+        "eval_transform": eval_params,
+        "num_parameters": n_params,
+        "iterations": result.iteration,
+        "start_iteration": result.start_iteration,
+        "resumed_from": result.resumed_from,
+        "final_checkpoint": result.final_checkpoint,
+        "world_size": result.world_size,
+        "wall_time_s": round(result.wall_time_s, 2),
+        "final_validation": final_val,
+        "provenance": tags,
+    }
+    log.info(
+        "%s: %d iterations in %.1f s (resumed from %s); final validation %s; MLflow run %s",
+        name,
+        result.iteration,
+        result.wall_time_s,
+        result.resumed_from,
+        final_val,
+        run_id,
+    )
+    atomic_write_json(Path(params["output_dir"]) / "manifest.json", manifest)  # what other ranks wait for
+    return plain(manifest), train_curve, val_curve
+
+
+def _rank0_outputs(
+    output_dir: Path,
+    checkpoint_dir: Path | None,
+    result: Any,
+    *,
+    t_start: float,
+    name: str,
+    timeout_s: float = 600,
+) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """On a non-zero rank: wait for rank 0's ``manifest.json`` of this training (shared file system) and
+    return it with rank 0's curves; without a shared file system, a stub manifest after ``timeout_s``."""
+    path = output_dir / "manifest.json"
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if path.is_file() and path.stat().st_mtime >= t_start - 60:
+            try:
+                manifest = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                manifest = {}
+            if manifest.get("iterations") == result.iteration:
+                store = (checkpoint_dir or output_dir) / "curves.json"
+                curves = json.loads(store.read_text()) if store.is_file() else {}
+                return manifest, pd.DataFrame(curves.get("train", [])), pd.DataFrame(curves.get("val", []))
+        time.sleep(max(0.0, min(2.0, deadline - time.time())))
+    log.warning(
+        "%s: no manifest from rank 0 at %s after %.0f s (no shared file system?)", name, path, timeout_s
+    )
+    stub = {"name": name, "rank_not_main": True, "iterations": result.iteration}
+    return stub, pd.DataFrame(columns=["iteration"]), pd.DataFrame(columns=["iteration"])

@@ -1,0 +1,116 @@
+"""dvc.yaml: parses (``dvc dag``), stages call registered Kedro pipelines, params point at existing keys of
+conf/base files, deps exist or are produced upstream, outputs never include MLflow's store, each parameter
+group invalidates only its own stage."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kedro.framework.project import configure_project
+
+from unipan_pipeline.pipeline_registry import register_pipelines
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = Path(sys.executable).parent / "dvc"
+
+
+@pytest.fixture(scope="module")
+def dvc() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())
+
+
+def _paths(entries: list[Any]) -> list[str]:
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+def _lookup(data: dict[str, Any], dotted: str) -> Any:
+    node: Any = data
+    for part in dotted.split("."):
+        assert isinstance(node, dict) and part in node, f"{dotted!r} not found"
+        node = node[part]
+    return node
+
+
+def test_stages_run_registered_pipelines(dvc: dict[str, Any]) -> None:
+    configure_project("unipan_pipeline")
+    registered = register_pipelines()
+    stages = dvc["stages"]
+    assert list(stages) == ["generate", "ingest", "train", "evaluate"]
+    covered: list[str] = []
+    for stage in stages.values():
+        m = re.fullmatch(r"kedro run --pipelines=(\w+)", stage["cmd"])
+        assert m and m.group(1) in registered, stage["cmd"]
+        covered += [n.name for n in registered[m.group(1)].nodes]
+    # the stages together are exactly the default pipeline
+    assert sorted(covered) == sorted(n.name for n in registered["__default__"].nodes)
+
+
+def test_params_point_at_existing_keys(dvc: dict[str, Any]) -> None:
+    for name, stage in dvc["stages"].items():
+        assert stage.get("params"), f"stage {name} declares no params"
+        for entry in stage["params"]:
+            ((file, keys),) = entry.items()
+            assert file.startswith("conf/base/parameters_"), file
+            data = yaml.safe_load((ROOT / file).read_text())
+            for key in keys:
+                _lookup(data, key)
+
+
+def test_train_and_evaluate_params_are_disjoint(dvc: dict[str, Any]) -> None:
+    """Changing demo.evaluation reruns evaluate only; the training keys cover the whole demo namespace."""
+    train = {k for e in dvc["stages"]["train"]["params"] for k in next(iter(e.values()))}
+    evaluate = {k for e in dvc["stages"]["evaluate"]["params"] for k in next(iter(e.values()))}
+    assert train.isdisjoint(evaluate)
+    demo = yaml.safe_load((ROOT / "conf/base/parameters_demo.yml").read_text())["demo"]
+    assert {f"demo.{k}" for k in demo} == train | evaluate
+
+
+def test_deps_outs_metrics_plots(dvc: dict[str, Any]) -> None:
+    produced: set[str] = set()
+    for name, stage in dvc["stages"].items():
+        for dep in _paths(stage["deps"]):
+            assert (ROOT / dep).exists() or dep in produced, (
+                f"{name}: dep {dep} neither exists nor is produced"
+            )
+        outs = (
+            _paths(stage.get("outs", [])) + _paths(stage.get("metrics", [])) + _paths(stage.get("plots", []))
+        )
+        for out in outs:
+            assert not out.startswith(("mlruns", "mlflow.db")), out
+            assert out.startswith("data/"), out
+        produced |= set(outs)
+    metrics = dvc["stages"]["evaluate"]["metrics"]
+    assert metrics == [{"data/08_reporting/demo/metrics.json": {"cache": False}}]
+    plots = _paths(dvc["stages"]["train"]["plots"])
+    assert plots == ["data/08_reporting/demo/train_curve.csv", "data/08_reporting/demo/val_curve.csv"]
+    assert "data/06_models/demo" in _paths(dvc["stages"]["train"]["outs"])
+    # outputs match the catalog / parameters the pipelines write to
+    demo = yaml.safe_load((ROOT / "conf/base/parameters_demo.yml").read_text())["demo"]
+    assert demo["output_dir"] == "data/06_models/demo"
+    assert demo["evaluation"]["metrics_path"] == "data/08_reporting/demo/metrics.json"
+    assert demo["evaluation"]["predictions_dir"] in _paths(dvc["stages"]["evaluate"]["outs"])
+    assert demo["evaluation"]["report_dir"] in _paths(dvc["stages"]["evaluate"]["outs"])
+    catalog = yaml.safe_load((ROOT / "conf/base/catalog_demo.yml").read_text())
+    assert catalog["demo.cityscapes_train_curve"]["filepath"] in plots
+
+
+@pytest.mark.skipif(not DVC.exists(), reason="dvc is not installed in this environment")
+def test_dvc_dag_parses() -> None:
+    out = subprocess.run(
+        [str(DVC), "dag", "--md"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    names = dict(re.findall(r'(node\d+)\["(\w+)"\]', out.stdout))
+    edges = {(names[a], names[b]) for a, b in re.findall(r"(node\d+)-->(node\d+)", out.stdout)}
+    assert edges == {
+        ("generate", "ingest"),
+        ("ingest", "train"),
+        ("train", "evaluate"),
+        ("ingest", "evaluate"),
+    }

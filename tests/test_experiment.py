@@ -1,0 +1,368 @@
+"""End to end: the default pipeline (generate -> ingest -> train -> evaluate -> register) through
+``KedroSession`` in a COPY of the project (tmp dir, own mlflow.db), with tiny parameters; then MLflow,
+the registry, the written predictions and the resume behaviour are checked.
+
+The tiny run (4 train / 2 val images of 64x128, 3 iterations, a very slim model) is made once per session
+(``tiny_project`` fixture, also used by ``test_predict.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import pickle
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import mlflow
+import mlflow.tracking._model_registry.utils as registry_utils
+import mlflow.tracking._tracking_service.utils as tracking_utils
+import pandas as pd
+import pytest
+import torch
+from kedro.config import OmegaConfigLoader
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+from mlflow.tracking import MlflowClient
+from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+from unipan_pipeline.evaluation import METRIC_KEYS, pq_compute_files
+from unipan_pipeline.experiment import PQValidator, register_experiment, train_experiment
+from unipan_pipeline.experiment.common import check_keys, data_source, load_bundle
+from unipan_pipeline.experiment.train import _rank0_outputs
+from unipan_pipeline.training.tracking import register_and_promote
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_MODEL: dict[str, Any] = {
+    "backbone_depth": 18,
+    "pretrained": "none",
+    "norm": "bn",
+    "trainable_layers": 5,
+    "fpn_channels": 32,
+    "semantic_channels": 16,
+    "affinity_channels": 16,
+    "anchor_sizes": [8, 16, 32, 64, 128],
+    "rpn_pre_nms_top_n_train": 50,
+    "rpn_post_nms_top_n_train": 20,
+    "rpn_pre_nms_top_n_test": 50,
+    "rpn_post_nms_top_n_test": 20,
+    "roi_batch_size_per_image": 16,
+    "box_head_channels": 32,
+    "mask_head_convs": 1,
+    "mask_head_channels": 16,
+    "detections_per_img": 10,
+}
+TINY_PARAMS: dict[str, Any] = {
+    "generate_synthetic": {
+        "splits": {"train": 4, "val": 2},
+        "height": 64,
+        "width": 128,
+        "workers": 1,
+        "progress": False,
+    },
+    "demo": {
+        "augment": {"base_scale": 1.0, "scale_range": None, "crop_size": [64, 128]},
+        "augment_eval": {"base_scale": 1.0},
+        "model": TINY_MODEL,
+        "trainer": {
+            "iterations": 3,
+            "images_per_batch": 2,
+            "num_workers": 0,
+            "log_every": 1,
+            "validate_every": 2,
+            "checkpoint_every": 2,
+            "warmup_iters": 1,
+            "lr_steps": [],
+            "progress_bar": False,
+        },
+        "validation": {"max_images": 2},
+        "evaluation": {"num_pictures": 1, "affinity_pictures": 1, "progress_bar": False},
+    },
+}
+
+
+def copy_project(dest: Path) -> Path:
+    """A runnable copy of the project: pyproject + conf (no conf/local), empty data/, an empty src/ (the
+    package itself is imported from the editable install)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
+    shutil.copytree(ROOT / "conf" / "base", dest / "conf" / "base")
+    if (ROOT / "conf" / "logging.yml").exists():
+        shutil.copy(ROOT / "conf" / "logging.yml", dest / "conf" / "logging.yml")
+    (dest / "conf" / "local").mkdir()
+    (dest / "src").mkdir()
+    (dest / "data").mkdir()
+    return dest
+
+
+@contextlib.contextmanager
+def isolated_mlflow(uri: str | None = None) -> Iterator[None]:
+    """Save MLflow's global URIs (module state AND the MLFLOW_*_URI variables that ``set_*_uri`` export),
+    optionally point both at ``uri``, restore everything afterwards."""
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = tracking_utils._tracking_uri, registry_utils._registry_uri, {k: os.environ.get(k) for k in names}
+    try:
+        if uri is not None:
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_registry_uri(uri)
+        yield
+    finally:
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        mlflow.set_tracking_uri(saved[0])
+        registry_utils._registry_uri = saved[1]
+        for k, v in saved[2].items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def forget_mlflow_stores() -> None:
+    """Drop MLflow's per-process store / engine caches. They are keyed by the URI string, and kedro-mlflow's
+    ``sqlite:///mlflow.db`` is relative: without this, a second project run in the same pytest process
+    (ablation tests, predict) would write into the first project's database."""
+    TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    for store in (TrackingStore, RegistryStore):
+        engines = getattr(store, "_engine_map", None)
+        if isinstance(engines, dict):
+            engines.clear()
+
+
+def run_kedro(project: Path, pipeline: str | None = None, params: dict[str, Any] | None = None) -> None:
+    """``kedro run`` in-process in ``project``, as from a fresh shell: cwd switched there, no MLflow URI
+    preset (kedro-mlflow's conf/base/mlflow.yml applies); MLflow globals restored afterwards."""
+
+    old_cwd = Path.cwd()
+    with isolated_mlflow():
+        for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            os.environ.pop(k, None)
+        registry_utils._registry_uri = None
+        mlflow.set_tracking_uri(None)
+        os.chdir(project)
+        forget_mlflow_stores()
+        try:
+            bootstrap_project(project)
+            with KedroSession.create(project_path=project, runtime_params=params or {}) as session:
+                session.run(pipeline_names=[pipeline] if pipeline else None)
+        finally:
+            while (
+                mlflow.active_run() is not None
+            ):  # end leftovers while the relative URI still means this project
+                mlflow.end_run()
+            forget_mlflow_stores()
+            os.chdir(old_cwd)
+
+
+_TINY: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default pipeline run once on tiny data in a copy of the project.
+
+    ``test_predict.py`` imports this fixture, which registers it a second time: the module-level cache keeps
+    it to one run per session (MLflow also caches one SQLite engine per relative URI and process)."""
+    if "project" in _TINY:
+        return _TINY["project"]
+    torch.set_num_threads(1)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RANK", "WORLD_SIZE"):
+        os.environ.pop(var, None)
+    os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"
+    project = copy_project(tmp_path_factory.mktemp("unipan") / "project")
+    project_db = ROOT / "mlflow.db"
+    before = project_db.stat().st_mtime if project_db.exists() else None
+    run_kedro(project, None, TINY_PARAMS)
+    after = project_db.stat().st_mtime if project_db.exists() else None
+    assert before == after, "the tiny run touched the project's own mlflow.db"
+    _TINY["project"] = project
+    return project
+
+
+@pytest.fixture
+def client(tiny_project: Path) -> Iterator[MlflowClient]:
+    uri = f"sqlite:///{tiny_project / 'mlflow.db'}"
+    with isolated_mlflow(uri):
+        yield MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _manifest(project: Path) -> dict[str, Any]:
+    return json.loads((project / "data/06_models/demo/model.json").read_text())
+
+
+def test_default_pipeline_writes_model_checkpoints_and_curves(tiny_project: Path) -> None:
+    manifest = _manifest(tiny_project)
+    assert manifest["dataset"] == "cityscapes" and manifest["data_source"] == "synthetic"
+    assert manifest["iterations"] == 3 and manifest["start_iteration"] == 0
+    ckpts = sorted((tiny_project / "data/06_models/demo/checkpoints").glob("ckpt_*.pt"))
+    assert [p.name for p in ckpts] == ["ckpt_00000002.pt", "ckpt_00000003.pt"]
+    for key in ("checkpoint", "model_config", "categories", "inference"):
+        assert (tiny_project / manifest["bundle"][key]).is_file()  # paths relative to the project root
+    state = torch.load(tiny_project / manifest["bundle"]["checkpoint"], weights_only=True)
+    final = torch.load(ckpts[-1], weights_only=True)["model"]
+    assert state.keys() == final.keys() and all(torch.equal(state[k], final[k]) for k in state)
+    train_curve = pd.read_csv(tiny_project / "data/08_reporting/demo/train_curve.csv")
+    assert train_curve["iteration"].tolist() == [1, 2, 3]
+    assert {"train/loss", "train/lr", "train/loss_panoptic"} <= set(train_curve.columns)
+    val_curve = pd.read_csv(tiny_project / "data/08_reporting/demo/val_curve.csv")
+    assert val_curve["iteration"].tolist() == [2, 3] and val_curve["pq"].between(0, 1).all()
+
+
+def test_metrics_json_and_reports(tiny_project: Path) -> None:
+    metrics = json.loads((tiny_project / "data/08_reporting/demo/metrics.json").read_text())
+    assert set(METRIC_KEYS) <= set(metrics) and metrics["n_images"] == 2
+    for key in METRIC_KEYS:
+        assert metrics[key] is None or 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["pq"] is not None and metrics["miou"] is not None
+    reports = tiny_project / "data/08_reporting/demo/evaluation"
+    names = {p.name for p in reports.iterdir()}
+    assert {"pq_per_class.csv", "pq_per_class.md", "pq_per_class.png"} <= names
+    assert any(n.startswith("comparison_") for n in names) and any(n.startswith("affinity_") for n in names)
+    table = pd.read_csv(reports / "pq_per_class.csv")
+    assert len(table) == 19 and table["PQ"].between(0, 1).all()
+
+
+def test_predictions_are_coco_panoptic_and_match_in_memory_pq(tiny_project: Path) -> None:
+    """The written json + PNGs, scored from files by pq_compute's protocol, give the logged PQ."""
+    pred_dir = tiny_project / "data/07_model_output/demo"
+    gt_root = tiny_project / "data/03_primary/cityscapes"
+    pred = json.loads((pred_dir / "panoptic_val.json").read_text())
+    assert len(pred["annotations"]) == 2 and len(pred["categories"]) == 19
+    for ann in pred["annotations"]:
+        assert (pred_dir / "panoptic_val" / ann["file_name"]).is_file()
+    results = pq_compute_files(
+        gt_root / "panoptic_val.json",
+        pred_dir / "panoptic_val.json",
+        gt_root / "panoptic_val",
+        pred_dir / "panoptic_val",
+    )
+    metrics = json.loads((tiny_project / "data/08_reporting/demo/metrics.json").read_text())
+    assert math.isclose(results["All"]["pq"], metrics["pq"], rel_tol=1e-9, abs_tol=1e-12)
+    assert not list(pred_dir.parent.glob(".demo.tmp-*")), "temporary prediction folder left behind"
+
+
+def test_mlflow_run_has_params_curves_metrics_artifacts_and_model(
+    tiny_project: Path, client: MlflowClient
+) -> None:
+    runs = mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.mlflow.runName = '__default__'"
+    )
+    assert len(runs) == 1, "one kedro run -> one MLflow run (evaluation logs into the training run)"
+    assert runs.run_id[0] == _manifest(tiny_project)["mlflow"]["run_id"]
+    run = client.get_run(runs.run_id[0])
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    assert params["demo.trainer.iterations"] == "3"  # kedro-mlflow: the params: inputs
+    assert params["resolved.model.fpn_channels"] == "32"  # the glue: full resolved configs
+    assert params["evaluation.num_pictures"] == "1"
+    assert tags["data.source"] == "synthetic" and tags["dataset"] == "cityscapes"
+    assert "data.fingerprint" in tags
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/pq")] == [2, 3]
+    for key in ("pq", "sq", "rq", "pq_th", "pq_st", "miou", "ap_box", "ap_mask", "pq_class/car"):
+        assert key in metrics and 0.0 <= metrics[key] <= 1.0, key
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {
+        "evaluation/pq_per_class.csv",
+        "evaluation/pq_per_class.md",
+        "evaluation/metrics.json",
+    } <= artifacts
+    assert any(a.endswith(".png") and "comparison_" in a for a in artifacts)
+    artifact_uri = run.info.artifact_uri
+    assert artifact_uri.startswith((tiny_project / "mlruns").as_uri())
+
+
+def test_registered_champion_and_promotion(tiny_project: Path, client: MlflowClient) -> None:
+    reg = json.loads((tiny_project / "data/08_reporting/demo/registration.json").read_text())
+    assert reg["registered"] and reg["promoted"] and reg["model_name"] == "unipan-cityscapes"
+    champion = client.get_model_version_by_alias("unipan-cityscapes", "champion")
+    assert int(champion.version) == reg["version"]
+    assert champion.tags["data_source"] == "synthetic"
+    run_id = _manifest(tiny_project)["mlflow"]["run_id"]
+    worse = register_and_promote(run_id, "unipan-cityscapes", reg["pq"] - 1.0)
+    assert worse is not None and not worse.promoted
+    assert client.get_model_version_by_alias("unipan-cityscapes", "champion").version == champion.version
+    better = register_and_promote(run_id, "unipan-cityscapes", reg["pq"] + 1.0)
+    assert better is not None and better.promoted
+    assert int(client.get_model_version_by_alias("unipan-cityscapes", "champion").version) == better.version
+
+
+def test_rerun_resumes_from_the_final_checkpoint(tiny_project: Path, client: MlflowClient) -> None:
+    """A second training call finds the final checkpoint: nothing left to train, curves are kept."""
+    conf = OmegaConfigLoader(
+        str(tiny_project / "conf"), base_env="base", default_run_env="local", runtime_params=TINY_PARAMS
+    )
+    params = conf["parameters"]["demo"]
+    old = Path.cwd()
+    os.chdir(tiny_project)
+    try:
+        manifest, train_curve, val_curve = train_experiment(params, name="demo")
+    finally:
+        os.chdir(old)
+    assert manifest["start_iteration"] == 3 and manifest["resumed_from"].endswith("ckpt_00000003.pt")
+    assert train_curve["iteration"].tolist() == [1, 2, 3] and val_curve["iteration"].tolist() == [2, 3]
+    bad = {**params, "model": {**params["model"], "fpn_channels": 48}}
+    os.chdir(tiny_project)
+    try:
+        with pytest.raises(ValueError, match=r"different configuration.*model.fpn_channels"):
+            train_experiment(bad, name="demo")
+    finally:
+        os.chdir(old)
+
+
+def test_validator_pickles_and_scores_at_gt_resolution(tiny_project: Path) -> None:
+    root = tiny_project / "data/03_primary/cityscapes"
+    validator = PQValidator(str(root), "val", {"base_scale": 0.5}, max_images=2)
+    clone = pickle.loads(pickle.dumps(validator))
+    model = load_bundle(tiny_project / "data/06_models/demo").model
+    metrics = clone(model, 0)  # the model sees 32x64 images, PQ is computed on the 64x128 PNGs
+    assert 0.0 <= metrics["pq"] <= 1.0 and clone._cache is not None
+    assert pickle.loads(pickle.dumps(clone))._cache is None
+
+
+def test_parameter_errors_name_the_namespace(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"params:demo: missing key\(s\) \['model'\].*unknown key\(s\) \['modle'\]"
+    ):
+        check_keys({"modle": {}}, "params:demo", required={"model"})
+    with pytest.raises(ValueError, match="params:x: missing key"):
+        train_experiment({"dataset": "cityscapes"}, name="x")
+    assert data_source(tmp_path) == {"source": "unknown", "raw_root": ""}
+
+
+def test_registration_skips_without_a_usable_run(client: MlflowClient) -> None:
+    evaluation = {"metrics": {"pq": 0.5}}
+    missing = {"mlflow": {"run_id": "0" * 32}, "dataset": "cityscapes"}
+    out = register_experiment(missing, evaluation, {"register": {"enabled": True}})
+    assert not out["registered"] and "not in this tracking store" in out["reason"]
+    off = register_experiment(missing, evaluation, {"register": {"enabled": False}})
+    assert not off["registered"] and "enabled is false" in off["reason"]
+    with pytest.raises(ValueError, match="unknown key"):
+        register_experiment(missing, evaluation, {"register": {"alais": "x"}})
+
+
+def test_non_zero_rank_returns_rank0_outputs(tmp_path: Path) -> None:
+    """Under an external torchrun every rank runs the node; non-zero ranks hand back rank 0's manifest and
+    curves (written to the shared output folder), or a stub when none appears."""
+    result = SimpleNamespace(iteration=4)
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    (ckpt / "curves.json").write_text(json.dumps({"train": [{"iteration": 4, "train/loss": 1.0}], "val": []}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"iterations": 4, "mlflow": {"run_id": "r"}}))
+    manifest, train_curve, _ = _rank0_outputs(tmp_path, ckpt, result, t_start=time.time(), name="x")
+    assert manifest["mlflow"]["run_id"] == "r" and train_curve["iteration"].tolist() == [4]
+    stub, _, _ = _rank0_outputs(
+        tmp_path, ckpt, SimpleNamespace(iteration=9), t_start=time.time(), name="x", timeout_s=0.1
+    )
+    assert stub == {"name": "x", "rank_not_main": True, "iterations": 9}

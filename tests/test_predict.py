@@ -1,0 +1,124 @@
+"""Prediction on a folder of images with the model of the tiny default-pipeline run (``tiny_project``): the
+Kedro ``predict`` pipeline with ``models:/unipan-cityscapes@champion``, a local bundle, the CLI, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_experiment import isolated_mlflow, run_kedro, tiny_project  # noqa: F401 - shared session fixture
+
+from unipan_pipeline.evaluation import read_id_png
+from unipan_pipeline.experiment.__main__ import main as cli_main
+from unipan_pipeline.experiment.predict import predict_folder
+
+
+@pytest.fixture(scope="module")
+def images(tiny_project: Path) -> Path:  # noqa: F811
+    folder = tiny_project / "data/01_raw/predict_in"
+    folder.mkdir(exist_ok=True)
+    src = sorted((tiny_project / "data/01_raw/synthetic_cityscapes/leftImg8bit/val").rglob("*.png"))[:2]
+    assert len(src) == 2
+    for p in src:
+        shutil.copy(p, folder / p.name)
+    # a JPEG of another size: outputs must come back at each input's own size
+    Image.open(src[0]).convert("RGB").resize((96, 48)).save(folder / "small.jpg")
+    return folder
+
+
+def _check_output(out: Path, inputs: Path) -> dict:
+    data = json.loads((out / "panoptic_predictions.json").read_text())
+    assert len(data["images"]) == len(data["annotations"]) == 3 and len(data["categories"]) == 19
+    cat_ids = {c["id"] for c in data["categories"]}
+    for img, ann in zip(data["images"], data["annotations"], strict=True):
+        ids = read_id_png(out / "panoptic" / ann["file_name"])
+        with Image.open(inputs / img["file_name"]) as im:
+            assert ids.shape == (im.height, im.width) == (img["height"], img["width"])
+        listed = {s["id"] for s in ann["segments_info"]}
+        assert set(np.unique(ids).tolist()) - {0} == listed
+        assert all(s["category_id"] in cat_ids for s in ann["segments_info"])
+        overlay = out / "overlays" / ann["file_name"]
+        with Image.open(overlay) as im:
+            assert im.size == (img["width"], img["height"]) and im.mode == "RGB"
+    return data
+
+
+def test_predict_pipeline_with_champion_alias(tiny_project: Path, images: Path) -> None:  # noqa: F811
+    out = tiny_project / "data/07_model_output/predict"
+    run_kedro(
+        tiny_project,
+        "predict",
+        {
+            "predict": {
+                "input_dir": str(images),
+                "model_uri": "models:/unipan-cityscapes@champion",
+                "output_dir": str(out),
+                "progress_bar": False,
+            }
+        },
+    )
+    _check_output(out, images)
+    summary = json.loads((tiny_project / "data/07_model_output/predict_summary.json").read_text())
+    assert summary["n_images"] == 3 and summary["model_uri"] == "models:/unipan-cityscapes@champion"
+
+
+def test_predict_from_local_bundle_matches_and_cli(tiny_project: Path, images: Path, tmp_path: Path) -> None:  # noqa: F811
+    a = predict_folder(
+        images, str(tiny_project / "data/06_models/demo/model.json"), tmp_path / "a", progress_bar=False
+    )
+    data = _check_output(tmp_path / "a", images)
+    assert a["n_images"] == 3
+    assert (
+        cli_main(
+            [
+                "predict",
+                "--model",
+                str(tiny_project / "data/06_models/demo"),
+                "--input",
+                str(images),
+                "--output",
+                str(tmp_path / "b"),
+                "--no-overlays",
+            ]
+        )
+        == 0
+    )
+    again = json.loads((tmp_path / "b" / "panoptic_predictions.json").read_text())
+    assert again["annotations"] == data["annotations"]  # deterministic, same model
+    assert not (tmp_path / "b" / "overlays").exists()
+
+
+def test_predict_errors(tiny_project: Path, tmp_path: Path) -> None:  # noqa: F811
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        predict_folder(tmp_path / "missing", str(tiny_project / "data/06_models/demo"), tmp_path / "o")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no image"):
+        predict_folder(tmp_path / "empty", str(tiny_project / "data/06_models/demo"), tmp_path / "o")
+    (tmp_path / "one").mkdir()
+    Image.new("RGB", (16, 8)).save(tmp_path / "one" / "x.png")
+    with pytest.raises(FileNotFoundError, match="not a complete model bundle"):
+        predict_folder(tmp_path / "one", str(tmp_path / "nomodel"), tmp_path / "o")
+    assert cli_main(["predict", "--model", "x", "--input", str(tmp_path / "missing"), "--output", "o"]) == 2
+
+
+def test_logged_mlflow_model_predicts_like_the_local_bundle(
+    tiny_project: Path,  # noqa: F811
+    images: Path,
+    tmp_path: Path,
+) -> None:
+    """A bare run id resolves to ``runs:/<id>/model``; the served pyfunc gives the bundle's predictions."""
+    run_id = json.loads((tiny_project / "data/06_models/demo/model.json").read_text())["mlflow"]["run_id"]
+    with isolated_mlflow(f"sqlite:///{tiny_project / 'mlflow.db'}"):
+        predict_folder(images, run_id, tmp_path / "mlflow", overlays=False, progress_bar=False)
+    predict_folder(images, str(tiny_project / "data/06_models/demo"), tmp_path / "local", progress_bar=False)
+    served = json.loads((tmp_path / "mlflow" / "panoptic_predictions.json").read_text())
+    local = json.loads((tmp_path / "local" / "panoptic_predictions.json").read_text())
+    assert served["annotations"] == local["annotations"]
+    for ann in local["annotations"]:
+        a = read_id_png(tmp_path / "mlflow" / "panoptic" / ann["file_name"])
+        b = read_id_png(tmp_path / "local" / "panoptic" / ann["file_name"])
+        assert np.array_equal(a, b)
