@@ -1,6 +1,11 @@
 """Kedro project settings (https://docs.kedro.org/en/stable/kedro_project_setup/settings.html)."""
 
+import os
+
 from kedro.config import OmegaConfigLoader
+
+# Under torchrun only rank 0 tracks: other ranks would each open an empty MLflow run through kedro-mlflow.
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow",) if int(os.environ.get("RANK", "0")) > 0 else ()
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
