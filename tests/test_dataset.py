@@ -219,14 +219,14 @@ def test_collate_pickle_and_workers(root: Path) -> None:
         check_contract(image, t, ds.categories)
 
 
-@pytest.mark.parametrize("name", ["ingest_cityscapes", "ingest_coco"])
+@pytest.mark.parametrize("name", ["train_cityscapes", "train_coco"])
 def test_augmentation_parameters_in_conf_parse(name: str) -> None:
     conf = Path(__file__).resolve().parents[1] / "conf" / "base" / f"parameters_{name}.yml"
     params = yaml.safe_load(conf.read_text())[name]
     train = TransformConfig.from_params(params["augment"], train=True)
     evaluation = TransformConfig.from_params(params["augment_eval"], train=False)
     assert train.train and not evaluation.train and train.hflip_prob == 0.5
-    if name == "ingest_cityscapes":
+    if name == "train_cityscapes":
         assert train.scale_range == (0.5, 2.0) and train.crop_size == (512, 1024)
         assert evaluation.eval_min_size is None
     else:
