@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
-from panopticapi.evaluation import pq_compute
+from official import official_pq_compute
 from PIL import Image
 
 from unipan_pipeline.categories import CategoryMap
@@ -119,7 +119,7 @@ def test_index_and_class_stats(ingested: Path) -> None:
 def test_pq_compute_reads_the_ingested_form(ingested: Path) -> None:
     gt_json = ingested / "panoptic_val.json"
     folder = str(ingested / "panoptic_val")
-    res = pq_compute(str(gt_json), str(gt_json), folder, folder)
+    res = official_pq_compute(str(gt_json), str(gt_json), folder, folder)
     assert res["All"]["pq"] == pytest.approx(1.0)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from panopticapi.evaluation import pq_compute
+from official import official_pq_compute
 from panopticapi.utils import id2rgb
 from PIL import Image
 
@@ -148,7 +148,7 @@ def score(
     ]
     gt_json, gt_dir = write_coco_panoptic(folder, "gt", gt_records, coco_cats)
     pred_json, pred_dir = write_coco_panoptic(folder, "pred", preds, coco_cats)
-    result = pq_compute(str(gt_json), str(pred_json), str(gt_dir), str(pred_dir))
+    result = official_pq_compute(str(gt_json), str(pred_json), str(gt_dir), str(pred_dir))
     return {
         "pq": result["All"]["pq"],
         "pq_things": result["Things"]["pq"],

@@ -14,7 +14,7 @@ from cityscapesscripts.helpers.labels import id2label, labels, name2label
 from cityscapesscripts.preparation.createPanopticImgs import convert2panoptic
 from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
-from panopticapi.evaluation import pq_compute
+from official import official_pq_compute
 from PIL import Image, ImageDraw
 
 from unipan_pipeline.pipelines.generate_synthetic import create_pipeline
@@ -134,7 +134,7 @@ def test_convert2panoptic_and_self_pq(tree: tuple[Path, dict], tmp_path: Path) -
                 assert (pan == sid).sum() == s["area"] == (inst == sid).sum()
         gt_json = str(tmp_path / f"cityscapes_panoptic_{split}.json")
         folder = str(tmp_path / f"cityscapes_panoptic_{split}")
-        result = pq_compute(gt_json, gt_json, folder, folder)
+        result = official_pq_compute(gt_json, gt_json, folder, folder)
         assert result["All"]["pq"] == pytest.approx(1.0)
         assert result["Things"]["n"] > 0 and result["Stuff"]["n"] > 0
 

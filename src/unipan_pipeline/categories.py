@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from cityscapesscripts.helpers.labels import labels as cityscapes_labels
 
 IGNORE_INDEX = 255
 """Label of pixels that carry no training signal (void, crowd, unmatched ground truth)."""
@@ -72,8 +73,6 @@ class CategoryMap:
     @classmethod
     def cityscapes(cls) -> CategoryMap:
         """The 19 evaluated Cityscapes classes (11 stuff, 8 things), from ``cityscapesscripts``' labels."""
-        from cityscapesscripts.helpers.labels import labels
-
         cats = [
             Category(
                 id=label.id,
@@ -83,7 +82,7 @@ class CategoryMap:
                 train_id=int(label.trainId),
                 supercategory=label.category,
             )
-            for label in labels
+            for label in cityscapes_labels
             if not label.ignoreInEval and 0 <= label.trainId < IGNORE_INDEX
         ]
         return cls("cityscapes", cats)
@@ -234,7 +233,9 @@ class CategoryMap:
         return cls.from_dict(data)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, CategoryMap) and (self.name, self.categories) == (other.name, other.categories)
+        if not isinstance(other, CategoryMap):
+            return False
+        return (self.name, self.categories) == (other.name, other.categories)
 
     def __hash__(self) -> int:
         return hash((self.name, self.categories))

@@ -703,7 +703,10 @@ def pq_compute_files(
             acc.add(_evaluate_pair(pair))
     else:
         chunk = chunksize or max(1, min(8, len(pairs) // (4 * n_workers)))
-        with multiprocessing.Pool(
+        # forkserver, not fork: the caller may hold threads (torch, MLflow) whose locks a forked child
+        # would inherit mid-use; workers fork from a clean single-threaded server instead.
+        context = multiprocessing.get_context("forkserver")
+        with context.Pool(
             n_workers, initializer=_init_worker, initargs=(gt_folder, pred_folder, categories)
         ) as pool:
             for stats in pool.imap(_evaluate_pair, pairs, chunksize=chunk):

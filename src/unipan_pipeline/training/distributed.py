@@ -22,6 +22,7 @@ on a file system shared by the nodes.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import uuid
 from collections.abc import Callable
@@ -119,6 +120,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_LAUNCHER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+
+
 def launch_local(
     entrypoint: Callable[..., Any],
     args: tuple[Any, ...],
@@ -146,7 +150,16 @@ def launch_local(
         monitor_interval=0.1,
         start_method="spawn",
     )
-    return elastic_launch(config, entrypoint)(*args)
+    # The elastic launcher installs SIGTERM/SIGINT/SIGHUP/SIGQUIT handlers in this process and leaves them
+    # there; a later fork (e.g. a multiprocessing pool in evaluation) would inherit them and hang on
+    # termination. Put back the handlers we had.
+    saved = {sig: signal.getsignal(sig) for sig in _LAUNCHER_SIGNALS}
+    try:
+        return elastic_launch(config, entrypoint)(*args)
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
