@@ -1,0 +1,104 @@
+"""``ablation_cityscapes``: Table 1 of the paper on the ingested Cityscapes data (real or generated).
+
+One Kedro namespace per row of Table 1 (``A``, ``B``, ``C1``, ``C2``, ``D1``, ``D2``); four training nodes
+and six evaluation nodes, because C1/C2 and D1/D2 share a trained model. The training of a shared model sits
+in the namespace of its argmax row (:data:`unipan_pipeline.ablation.TRAINING_ROW`)::
+
+    namespace  nodes                                    reads / writes
+    A          A.cityscapes_train_A, A.cityscapes_evaluate_A
+    B          B.cityscapes_train_B, B.cityscapes_evaluate_B
+    C1         C1.cityscapes_evaluate_C1                 reads ablation_cityscapes_model_C
+    C2         C2.cityscapes_train_C, C2.cityscapes_evaluate_C2   writes ablation_cityscapes_model_C
+    D1         D1.cityscapes_evaluate_D1                 reads ablation_cityscapes_model_D
+    D2         D2.cityscapes_train_D, D2.cityscapes_evaluate_D2   writes ablation_cityscapes_model_D
+    (none)     cityscapes_ablation_report                the six rows -> table, paper table, claims, metrics
+
+Kedro 1.7's ``--namespaces=X`` keeps the nodes whose namespace is ``X`` or starts with ``X.``:
+
+* ``kedro run --pipelines=ablation_cityscapes`` - the whole study (4 trainings, 6 evaluations, report);
+* ``--namespaces=B`` - trains B and evaluates row B;
+* ``--namespaces=C2`` - trains C and evaluates row C2;
+* ``--namespaces=C1`` - evaluates row C1 only, with the model C an earlier run trained
+  (``data/06_models/ablation_cityscapes/C/model.json``; a clear error if it is missing or was trained with
+  other settings); ``--namespaces=C1,C2`` trains C once and evaluates both;
+* the report is in no namespace: after single rows, rebuild it from the six saved row results with
+  ``kedro run --pipelines=ablation_cityscapes --nodes=cityscapes_ablation_report``.
+
+Datasets are named ``ablation_<dataset>_*`` (not prefixed by the row namespace) so that the Cityscapes and
+COCO studies never collide; parameters are the study's ``params:ablation_<dataset>``, resolved per model / row
+by :mod:`unipan_pipeline.ablation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from kedro.pipeline import Node, Pipeline
+
+from unipan_pipeline import ablation
+from unipan_pipeline.pipelines.ablation_cityscapes.nodes import build_report, evaluate_row, train_model
+
+
+def model_dataset(dataset: str, model: str) -> str:
+    """Catalog name of a trained model's manifest: ``ablation_<dataset>_model_<model>``."""
+    return f"ablation_{dataset}_model_{model}"
+
+
+def row_dataset(dataset: str, row: str) -> str:
+    """Catalog name of a row's result: ``ablation_<dataset>_row_<row>``."""
+    return f"ablation_{dataset}_row_{row}"
+
+
+REPORT_OUTPUTS = ("table", "paper_table", "table_md", "metrics", "claims")
+
+
+def _bind(func: Callable[..., Any], **kwargs: str) -> Callable[..., Any]:
+    """``partial(func, **kwargs)`` carrying the function's name (Kedro's logs name node functions)."""
+    bound = partial(func, **kwargs)
+    bound.__name__ = func.__name__  # type: ignore[attr-defined]
+    bound.__doc__ = func.__doc__
+    return bound
+
+
+def create_study_pipeline(dataset: str, ingested: str) -> Pipeline:
+    """The ablation study on ``dataset`` (``cityscapes`` / ``coco``); ``ingested``: its ingestion summary."""
+    study = f"params:ablation_{dataset}"
+    nodes: list[Node] = []
+    for model in ablation.MODELS:
+        nodes.append(
+            Node(
+                _bind(train_model, dataset=dataset, model=model),
+                inputs=[ingested, study],
+                outputs=model_dataset(dataset, model),
+                name=f"{dataset}_train_{model}",
+                namespace=ablation.training_row(model),
+                tags=["ablation", "ablation_train"],
+            )
+        )
+    for row in ablation.ROWS:
+        nodes.append(
+            Node(
+                _bind(evaluate_row, dataset=dataset, row=row),
+                inputs=[model_dataset(dataset, ablation.ROW_MODEL[row]), study],
+                outputs=row_dataset(dataset, row),
+                name=f"{dataset}_evaluate_{row}",
+                namespace=row,
+                tags=["ablation", "ablation_evaluate"],
+            )
+        )
+    nodes.append(
+        Node(
+            _bind(build_report, dataset=dataset),
+            inputs=[study, *(row_dataset(dataset, row) for row in ablation.ROWS)],
+            outputs=[f"ablation_{dataset}_{name}" for name in REPORT_OUTPUTS],
+            name=f"{dataset}_ablation_report",
+            tags=["ablation", "ablation_report"],
+        )
+    )
+    return Pipeline(nodes)
+
+
+def create_pipeline(**kwargs: object) -> Pipeline:
+    return create_study_pipeline("cityscapes", "cityscapes_ingested")
