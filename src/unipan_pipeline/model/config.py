@@ -92,7 +92,8 @@ class ModelConfig:
     ``downsample``: the target is sampled at the stride-4 cell centres (cheaper)."""
     affinity_activation: Literal["relu", "softplus", "none"] = "relu"
     affinity_normalize: Literal["hw", "sqrt_c_hw", "none"] = "sqrt_c_hw"
-    """Boxes narrower/shorter than this (pixels) are dropped before the panoptic head (NaN guard)."""
+    """Scaling of the propagated term of eq. 4 (see :mod:`.instance_affinity`): ``sqrt_c_hw`` divides by
+    sqrt(C) * HW so that its size does not depend on the image size."""
 
     # ---------------------------------------------------------------- heuristic merger (rows C1, D1)
     heuristic_score_thresh: float = 0.5
