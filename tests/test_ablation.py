@@ -23,6 +23,7 @@ from kedro.config import OmegaConfigLoader
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from kedro.pipeline import Pipeline
+from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook
 from mlflow.tracking import MlflowClient
 
 from unipan_pipeline import ablation, pipeline_registry
@@ -335,6 +336,9 @@ def run_kedro(
         registry_utils._registry_uri = None
         mlflow.set_tracking_uri(None)
         os.chdir(project)
+        # kedro-mlflow's hook is a process-wide singleton that keeps the last run id even through a pipeline
+        # with tracking disabled; each real `kedro run` is a fresh process, so start each test run clean.
+        mlflow_hook.run_id = None
         try:
             bootstrap_project(project)
             with KedroSession.create(project_path=project, runtime_params=params) as session:

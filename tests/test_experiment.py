@@ -29,6 +29,7 @@ import torch
 from kedro.config import OmegaConfigLoader
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
 from mlflow.tracking import MlflowClient
@@ -153,6 +154,9 @@ def run_kedro(project: Path, pipeline: str | None = None, params: dict[str, Any]
         mlflow.set_tracking_uri(None)
         os.chdir(project)
         forget_mlflow_stores()
+        # kedro-mlflow's hook is a process-wide singleton that keeps the last run id even through a pipeline
+        # with tracking disabled; each real `kedro run` is a fresh process, so start each test run clean.
+        mlflow_hook.run_id = None
         try:
             bootstrap_project(project)
             with KedroSession.create(project_path=project, runtime_params=params or {}) as session:
