@@ -20,6 +20,8 @@ from PIL import Image, ImageDraw
 from unipan_pipeline.pipelines.generate_synthetic import create_pipeline
 from unipan_pipeline.pipelines.generate_synthetic.nodes import generate_street_scenes
 from unipan_pipeline.synthetic import MANIFEST_NAME, SceneConfig, generate_cityscapes_tree, render_image
+from unipan_pipeline.synthetic.paint import base_colour
+from unipan_pipeline.synthetic.scene import SceneObject
 
 REPO = Path(__file__).resolve().parents[1]
 H, W = 128, 256
@@ -152,8 +154,15 @@ def test_deterministic_and_independent_of_count(tmp_path: Path) -> None:
     assert len(d) == 25 and {k: d[k] for k in a} == a
 
 
-def test_hard_cases_in_default_statistics() -> None:
-    cfg = SceneConfig()
+def _demo_scene() -> SceneConfig:
+    params = yaml.safe_load((REPO / "conf/base/parameters_generate_synthetic.yml").read_text())
+    return SceneConfig.from_mapping(params["generate_synthetic"]["scene"])
+
+
+@pytest.mark.parametrize("preset", ["default", "demo"])
+def test_hard_cases_in_default_statistics(preset: str) -> None:
+    """Both the default scenes and the demo preset of conf/ keep all 19 classes and the hard cases."""
+    cfg = SceneConfig() if preset == "default" else _demo_scene()
     totals = {"adjacent": 0, "occluded": 0, "border": 0, "small": 0}
     stats_totals = dict.fromkeys(("adjacent_pairs", "occluded", "border", "small"), 0)
     present: set[str] = set()
@@ -187,6 +196,47 @@ def test_hard_cases_in_default_statistics() -> None:
     assert stats_totals["adjacent_pairs"] >= 10 and stats_totals["occluded"] >= 10
     assert present >= THINGS, THINGS - present
     assert present >= STUFF, STUFF - present
+
+
+def _thing_stats(cfg: SceneConfig, n: int = 12) -> tuple[int, float]:
+    """Number of thing polygons and their median rasterised area over ``n`` images."""
+    areas = []
+    for i in range(n):
+        img = render_image(5, "train", i, H, W, cfg=cfg)
+        for name, poly in img.objects:
+            lab = name2label.get(name)
+            if lab is not None and lab.hasInstances and not name.endswith("group"):
+                mask = Image.new("L", (W, H), 0)
+                ImageDraw.Draw(mask).polygon(poly, fill=1)
+                areas.append(int(np.asarray(mask).sum()))
+    return len(areas), float(np.median(areas))
+
+
+def test_zoom_and_max_depth() -> None:
+    count, area = _thing_stats(SceneConfig())
+    zoom_count, zoom_area = _thing_stats(SceneConfig(zoom=2.0))
+    near_count, _ = _thing_stats(SceneConfig(max_depth=12.0))
+    assert zoom_area > 2.0 * area, (area, zoom_area)  # twice the focal length: ~4x the area in view
+    assert near_count < 0.7 * count, (count, near_count)
+    assert zoom_count > 0 and near_count > 0
+
+
+def test_class_tint_pulls_base_colours_to_label_colours() -> None:
+    car = SceneObject("car", [(0, 0), (4, 0), (4, 4)], (222, 222, 222))
+    label = np.asarray(name2label["car"].color, dtype=np.float32)
+    np.testing.assert_allclose(base_colour(car, 0.0), [222, 222, 222])
+    np.testing.assert_allclose(base_colour(car, 1.0), label)
+    np.testing.assert_allclose(base_colour(car, 0.25), 0.75 * np.float32(222) + 0.25 * label, rtol=1e-6)
+    # the rendered picture follows: the grey road turns to the purple of its label colour (128, 64, 128)
+    plain = {"noise_level": 0.0, "texture_strength": 0.0, "blur": 0.0, "colour_jitter": 0.0}
+    purple = []
+    for tint in (0.0, 1.0):
+        img = render_image(2, "val", 0, H, W, cfg=SceneConfig(class_tint=tint, **plain))
+        r, g, b = img.rgb[img.label_ids == name2label["road"].id].astype(np.float32).mean(axis=0)
+        purple.append(min(r - g, b - g))
+    assert purple[0] < 15 and purple[1] > 40, purple
+    with pytest.raises(ValueError, match="class_tint"):
+        SceneConfig.from_mapping({"class_tint": 1.5})
 
 
 def test_reuse_and_refusal(tmp_path: Path) -> None:
@@ -225,7 +275,9 @@ def test_kedro_pipeline_and_parameters(tmp_path: Path) -> None:
         "generate_synthetic"
     ]
     assert params["output_dir"] == "data/01_raw/synthetic_cityscapes"
-    assert SceneConfig.from_mapping(params["scene"]) == SceneConfig()  # yml documents the defaults
+    # the yml lists every knob (the demo preset departs from the defaults on purpose)
+    assert set(params["scene"]) == set(SceneConfig().to_dict())
+    SceneConfig.from_mapping(params["scene"]).validate()
     catalog = yaml.safe_load((REPO / "conf/base/catalog_generate_synthetic.yml").read_text())
     assert catalog["synthetic_cityscapes_manifest"]["type"] == "json.JSONDataset"
     small = {

@@ -139,7 +139,7 @@ class SceneBuilder:
         self.cam = Camera(
             width=width,
             height=height,
-            focal=width * self.u(0.95, 1.25),
+            focal=width * self.u(0.95, 1.25) * cfg.zoom,
             horizon=height * self.u(0.36, 0.47),
             center_x=width * self.u(0.42, 0.58),
             height_m=self.u(1.25, 1.6),
@@ -214,6 +214,7 @@ class SceneBuilder:
             self.street_furniture()
         if self.chance(self.cfg.void_prob * 0.6):
             self.ego_vehicle()
+        self.street = [o for o in self.street if o.depth <= self.cfg.max_depth]
         self.shadows()
         self.street.sort(key=lambda o: -o.depth)  # stable: objects at equal depth keep their order
         street = [part for obj in self.street for part in (obj, *obj.attached)]
@@ -526,9 +527,9 @@ class SceneBuilder:
                     gradient=-15,
                 )
             )
-            if self.chance(0.55):
+            if self.chance(self.cfg.sign_prob):
                 self.sign(x, z - 0.05, self.u(2.0, min(hgt, 3.4)))
-            if self.chance(0.35):
+            if self.chance(self.cfg.traffic_light_prob):
                 if hgt > 5.5 and self.chance(0.5):  # light on an arm over the road
                     arm = self.u(2.5, 5.0)
                     xa = x - side * arm
@@ -595,9 +596,9 @@ class SceneBuilder:
     def fences(self, side: int) -> None:
         cam = self.cam
         for _ in range(self.ti(0, 2)):
-            if not self.chance(0.45):
+            if not self.chance(self.cfg.fence_prob):
                 continue
-            wall = self.chance(0.45)
+            wall = self.chance(self.cfg.wall_share)
             x = (self.build_line[0] if side < 0 else self.build_line[1]) + side * -0.3
             if self.terrain[0 if side < 0 else 1][1] > self.terrain[0 if side < 0 else 1][0] and self.chance(
                 0.5
@@ -956,7 +957,7 @@ class SceneBuilder:
             depth=z,
             noise=6,
             grain=5,
-            opacity=0.3 if not motor else 0.95,
+            opacity=self.cfg.bicycle_opacity if not motor else 0.95,
         )
         sx = -s if mirror else s
         if side_view:
