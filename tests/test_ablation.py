@@ -5,25 +5,18 @@ four training runs, the table with Table 1's columns, and a single-row rerun wit
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow
-import mlflow.tracking._model_registry.utils as registry_utils
-import mlflow.tracking._tracking_service.utils as tracking_utils
 import pandas as pd
 import pytest
 import torch
 from kedro.config import OmegaConfigLoader
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 from kedro.pipeline import Pipeline
-from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook
+from kedro_project import TINY_MODEL, copy_project, isolated_mlflow, run_kedro
 from mlflow.tracking import MlflowClient
 
 from unipan_pipeline import ablation, pipeline_registry
@@ -35,20 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY_PIPELINES = {"ablation_cityscapes": ablation_cityscapes, "ablation_coco": ablation_coco}
 EVAL_METRICS = ("pq", "pq_th", "pq_st", "sq", "rq", "miou", "ap_box")  # ap_mask: rows with masks only
 
-TINY_MODEL: dict[str, Any] = {
-    "fpn_channels": 32,
-    "semantic_channels": 16,
-    "affinity_channels": 16,
-    "rpn_pre_nms_top_n_train": 50,
-    "rpn_post_nms_top_n_train": 20,
-    "rpn_pre_nms_top_n_test": 50,
-    "rpn_post_nms_top_n_test": 20,
-    "roi_batch_size_per_image": 16,
-    "box_head_channels": 32,
-    "mask_head_convs": 1,
-    "mask_head_channels": 16,
-    "detections_per_img": 10,
-}
 TINY_PARAMS: dict[str, Any] = {
     "generate_synthetic": {
         "splits": {"train": 2, "val": 2},
@@ -284,37 +263,6 @@ def test_variant_bundle_shares_the_weights(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ end to end
-def copy_project(dest: Path) -> Path:
-    """pyproject + conf/base (+ logging.yml), empty conf/local, data/, src/ (the package is installed)."""
-    dest.mkdir(parents=True)
-    shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
-    shutil.copytree(ROOT / "conf" / "base", dest / "conf" / "base")
-    if (ROOT / "conf" / "logging.yml").exists():
-        shutil.copy(ROOT / "conf" / "logging.yml", dest / "conf" / "logging.yml")
-    for sub in ("conf/local", "src", "data"):
-        (dest / sub).mkdir()
-    return dest
-
-
-@contextlib.contextmanager
-def mlflow_state() -> Iterator[None]:
-    """Restore MLflow's global URIs (module state and the MLFLOW_*_URI variables) and end open runs."""
-    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    saved = tracking_utils._tracking_uri, registry_utils._registry_uri, {k: os.environ.get(k) for k in names}
-    try:
-        yield
-    finally:
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-        mlflow.set_tracking_uri(saved[0])
-        registry_utils._registry_uri = saved[1]
-        for k, v in saved[2].items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def test_registered_in_the_project() -> None:
     registered = pipeline_registry.register_pipelines()
     for name, module in STUDY_PIPELINES.items():
@@ -323,28 +271,6 @@ def test_registered_in_the_project() -> None:
     assert not [n for n in registered["__default__"].nodes if "ablation" in n.tags], (
         "`kedro run` = the demo only"
     )
-
-
-def run_kedro(
-    project: Path, pipelines: list[str], params: dict[str, Any], namespaces: list[str] | None = None
-) -> None:
-    """``kedro run`` in-process in ``project`` (kedro-mlflow's conf applies: sqlite:///mlflow.db there)."""
-    old = Path.cwd()
-    with mlflow_state():
-        for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            os.environ.pop(k, None)
-        registry_utils._registry_uri = None
-        mlflow.set_tracking_uri(None)
-        os.chdir(project)
-        # kedro-mlflow's hook is a process-wide singleton that keeps the last run id even through a pipeline
-        # with tracking disabled; each real `kedro run` is a fresh process, so start each test run clean.
-        mlflow_hook.run_id = None
-        try:
-            bootstrap_project(project)
-            with KedroSession.create(project_path=project, runtime_params=params) as session:
-                session.run(pipeline_names=pipelines, namespaces=namespaces)
-        finally:
-            os.chdir(old)
 
 
 @pytest.fixture(scope="module")
@@ -367,7 +293,7 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def client(tiny_study: Path) -> Iterator[MlflowClient]:
     uri = f"sqlite:///{tiny_study / 'mlflow.db'}"
-    with mlflow_state():
+    with isolated_mlflow():
         yield MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -8,12 +8,10 @@ The tiny run (4 train / 2 val images of 64x128, 3 iterations, a very slim model)
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import pickle
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,20 +19,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import mlflow
-import mlflow.tracking._model_registry.utils as registry_utils
-import mlflow.tracking._tracking_service.utils as tracking_utils
 import pandas as pd
 import pytest
 import torch
 from kedro.config import OmegaConfigLoader
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
-from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook
-from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
-from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+from kedro_project import TINY_MODEL, copy_project, isolated_mlflow, run_kedro
 from mlflow.tracking import MlflowClient
-from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
-from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
 
 from unipan_pipeline.evaluation import METRIC_KEYS, pq_compute_files
 from unipan_pipeline.experiment import PQValidator, register_experiment, train_experiment
@@ -44,25 +34,6 @@ from unipan_pipeline.training.tracking import register_and_promote
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY_MODEL: dict[str, Any] = {
-    "backbone_depth": 18,
-    "pretrained": "none",
-    "norm": "bn",
-    "trainable_layers": 5,
-    "fpn_channels": 32,
-    "semantic_channels": 16,
-    "affinity_channels": 16,
-    "anchor_sizes": [8, 16, 32, 64, 128],
-    "rpn_pre_nms_top_n_train": 50,
-    "rpn_post_nms_top_n_train": 20,
-    "rpn_pre_nms_top_n_test": 50,
-    "rpn_post_nms_top_n_test": 20,
-    "roi_batch_size_per_image": 16,
-    "box_head_channels": 32,
-    "mask_head_convs": 1,
-    "mask_head_channels": 16,
-    "detections_per_img": 10,
-}
 TINY_PARAMS: dict[str, Any] = {
     "generate_synthetic": {
         "splits": {"train": 4, "val": 2},
@@ -90,84 +61,6 @@ TINY_PARAMS: dict[str, Any] = {
         "evaluation": {"num_pictures": 1, "affinity_pictures": 1, "progress_bar": False},
     },
 }
-
-
-def copy_project(dest: Path) -> Path:
-    """A runnable copy of the project: pyproject + conf (no conf/local), empty data/, an empty src/ (the
-    package itself is imported from the editable install)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "pyproject.toml", dest / "pyproject.toml")
-    shutil.copytree(ROOT / "conf" / "base", dest / "conf" / "base")
-    if (ROOT / "conf" / "logging.yml").exists():
-        shutil.copy(ROOT / "conf" / "logging.yml", dest / "conf" / "logging.yml")
-    (dest / "conf" / "local").mkdir()
-    (dest / "src").mkdir()
-    (dest / "data").mkdir()
-    return dest
-
-
-@contextlib.contextmanager
-def isolated_mlflow(uri: str | None = None) -> Iterator[None]:
-    """Save MLflow's global URIs (module state AND the MLFLOW_*_URI variables that ``set_*_uri`` export),
-    optionally point both at ``uri``, restore everything afterwards."""
-
-    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-    saved = tracking_utils._tracking_uri, registry_utils._registry_uri, {k: os.environ.get(k) for k in names}
-    try:
-        if uri is not None:
-            mlflow.set_tracking_uri(uri)
-            mlflow.set_registry_uri(uri)
-        yield
-    finally:
-        while mlflow.active_run() is not None:
-            mlflow.end_run()
-        mlflow.set_tracking_uri(saved[0])
-        registry_utils._registry_uri = saved[1]
-        for k, v in saved[2].items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def forget_mlflow_stores() -> None:
-    """Drop MLflow's per-process store / engine caches. They are keyed by the URI string, and kedro-mlflow's
-    ``sqlite:///mlflow.db`` is relative: without this, a second project run in the same pytest process
-    (ablation tests, predict) would write into the first project's database."""
-    TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
-    ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()
-    for store in (TrackingStore, RegistryStore):
-        engines = getattr(store, "_engine_map", None)
-        if isinstance(engines, dict):
-            engines.clear()
-
-
-def run_kedro(project: Path, pipeline: str | None = None, params: dict[str, Any] | None = None) -> None:
-    """``kedro run`` in-process in ``project``, as from a fresh shell: cwd switched there, no MLflow URI
-    preset (kedro-mlflow's conf/base/mlflow.yml applies); MLflow globals restored afterwards."""
-
-    old_cwd = Path.cwd()
-    with isolated_mlflow():
-        for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            os.environ.pop(k, None)
-        registry_utils._registry_uri = None
-        mlflow.set_tracking_uri(None)
-        os.chdir(project)
-        forget_mlflow_stores()
-        # kedro-mlflow's hook is a process-wide singleton that keeps the last run id even through a pipeline
-        # with tracking disabled; each real `kedro run` is a fresh process, so start each test run clean.
-        mlflow_hook.run_id = None
-        try:
-            bootstrap_project(project)
-            with KedroSession.create(project_path=project, runtime_params=params or {}) as session:
-                session.run(pipeline_names=[pipeline] if pipeline else None)
-        finally:
-            while (
-                mlflow.active_run() is not None
-            ):  # end leftovers while the relative URI still means this project
-                mlflow.end_run()
-            forget_mlflow_stores()
-            os.chdir(old_cwd)
 
 
 _TINY: dict[str, Path] = {}

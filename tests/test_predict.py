@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from kedro_project import isolated_mlflow, run_kedro
 from PIL import Image
-from test_experiment import isolated_mlflow, run_kedro, tiny_project  # noqa: F401 - shared session fixture
+from test_experiment import tiny_project  # noqa: F401 - shared session fixture
 
 from unipan_pipeline.evaluation import read_id_png
 from unipan_pipeline.experiment.__main__ import main as cli_main
@@ -51,7 +52,7 @@ def test_predict_pipeline_with_champion_alias(tiny_project: Path, images: Path) 
     out = tiny_project / "data/07_model_output/predict"
     run_kedro(
         tiny_project,
-        "predict",
+        ["predict"],
         {
             "predict": {
                 "input_dir": str(images),
