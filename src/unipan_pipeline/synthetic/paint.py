@@ -49,11 +49,10 @@ def base_colour(obj: SceneObject, class_tint: float) -> np.ndarray:
     return (1.0 - class_tint) * colour + class_tint * np.asarray(label.color, dtype=np.float32)
 
 
-def _layer(  # noqa: PLR0917 - private helper, all arguments positional at its one call site
-    obj: SceneObject, h: int, w: int, rng: np.random.Generator, strength: float, class_tint: float
-) -> np.ndarray:
+def _layer(obj: SceneObject, h: int, w: int, rng: np.random.Generator, cfg: SceneConfig) -> np.ndarray:
+    strength = cfg.texture_strength
     layer = np.empty((h, w, 3), dtype=np.float32)
-    layer[:] = base_colour(obj, class_tint)
+    layer[:] = base_colour(obj, cfg.class_tint)
     if obj.gradient:
         layer += (obj.gradient * np.linspace(-0.5, 0.5, h, dtype=np.float32))[:, None, None]
     if obj.noise > 0 and strength > 0:
@@ -97,7 +96,7 @@ def paint_scene(
         y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
         sub = full[y0:y1, x0:x1]
         h, w = sub.shape
-        layer = _layer(obj, h, w, rng, cfg.texture_strength, cfg.class_tint)
+        layer = _layer(obj, h, w, rng, cfg)
         alpha = np.full((h, w), obj.opacity, dtype=np.float32)
         if obj.details:
             img = Image.fromarray(np.clip(layer, 0, 255).astype(np.uint8))
