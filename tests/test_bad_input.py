@@ -318,3 +318,20 @@ def test_error_in_worker_process_is_reported(coco: Path, tmp_path: Path) -> None
     with pytest.raises(CorruptFileError, match=r"000000439180\.png cannot be decoded"):
         ingest_coco(coco, tmp_path / "out", ["val"], workers=2, **PANOPTICAPI_SAMPLE)
     assert list(tmp_path.iterdir()) == [coco]
+
+
+def test_coco_image_without_annotation_is_named(
+    coco: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def drop(data: dict) -> None:
+        data["annotations"] = [a for a in data["annotations"] if str(a["image_id"]) != IMAGE_ID]
+
+    _edit_json(coco, drop)
+    with pytest.raises(DataError, match=rf"image '{IMAGE_ID}' \({IMAGE_A}\.jpg\) has no annotation"):
+        _ingest(coco, tmp_path / "out")
+    with caplog.at_level("WARNING", logger="unipan_pipeline.data.coco"):
+        summary = ingest_coco(
+            coco, tmp_path / "out", ["val"], png_mode="copy", unannotated_images="warn", **PANOPTICAPI_SAMPLE
+        )
+    assert summary["splits"]["val"]["images"] == 1
+    assert any(f"{IMAGE_ID} ({IMAGE_A}.jpg)" in r.getMessage() for r in caplog.records)

@@ -249,13 +249,26 @@ def test_kedro_pipeline_source_selection(tree: Path, tmp_path: Path) -> None:
     assert resolve_source({**params, "real_root": str(tree)}) == ("real", tree)  # gtFine/ exists there
     with pytest.raises(ValueError, match="auto, synthetic or real"):
         resolve_source({**params, "source": "kitti"})
+    # the registered pipeline needs parameters only (a real tree on a fresh clone has no manifest) ...
+    assert create_pipeline().inputs() == {"params:ingest_cityscapes"}
+    summary = (
+        SequentialRunner()
+        .run(create_pipeline(), DataCatalog({"params:ingest_cityscapes": MemoryDataset(params)}))[
+            "cityscapes_ingested"
+        ]
+        .load()
+    )
+    assert summary["source"].startswith("synthetic")
+    assert summary["splits"]["train"]["images"] == 2 and summary["splits"]["val"]["images"] == 1
+    check_against_raw(tree, tmp_path / "cityscapes", "train")
+    # ... and the demo's variant waits for the generator's manifest
     catalog = DataCatalog(
         {
             "synthetic_cityscapes_manifest": MemoryDataset({"root": str(tree)}),
-            "params:ingest_cityscapes": MemoryDataset(params),
+            "params:ingest_cityscapes": MemoryDataset({**params, "out_root": str(tmp_path / "after")}),
         }
     )
-    summary = SequentialRunner().run(create_pipeline(), catalog)["cityscapes_ingested"].load()
-    assert summary["source"].startswith("synthetic:")
-    assert summary["splits"]["train"]["images"] == 2 and summary["splits"]["val"]["images"] == 1
-    check_against_raw(tree, tmp_path / "cityscapes", "train")
+    after = create_pipeline(after_generation=True)
+    assert "synthetic_cityscapes_manifest" in after.inputs()
+    summary = SequentialRunner().run(after, catalog)["cityscapes_ingested"].load()
+    assert summary["splits"]["val"]["images"] == 1

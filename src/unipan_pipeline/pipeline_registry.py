@@ -45,7 +45,8 @@ def demo_pipelines() -> dict[str, Pipeline]:
         namespace=DEMO_NAMESPACE,
         parameters={"params:evaluate_cityscapes": f"params:{DEMO_NAMESPACE}.evaluation"},
     )
-    demo = generate_synthetic.create_pipeline() + ingest_cityscapes.create_pipeline() + train + evaluate
+    ingest = ingest_cityscapes.create_pipeline(after_generation=True)
+    demo = generate_synthetic.create_pipeline() + ingest + train + evaluate
     return {"demo_train": train, "demo_evaluate": evaluate, "demo": demo}
 
 

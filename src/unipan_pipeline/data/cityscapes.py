@@ -23,6 +23,7 @@ import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from cityscapesscripts.helpers.annotation import Annotation
@@ -58,8 +59,38 @@ def _missing(what: str, path: Path, raw_root: Path) -> MissingDataError:
     )
 
 
-def find_frames(raw_root: str | os.PathLike, split: str) -> dict[str, dict[str, Path]]:
-    """``{frame prefix: {"polygons"?, "instanceIds"?, "image"}}`` of one split; checks the tree."""
+UnannotatedPolicy = Literal["error", "warn"]
+
+
+def _list_unannotated(images: list[Path], split: str, raw_root: Path, policy: UnannotatedPolicy) -> None:
+    """Raise (``error``) or log every image of ``split`` that has no gtFine annotation (``warn``)."""
+    if policy not in ("error", "warn"):
+        raise ValueError(f"unannotated_images must be 'error' or 'warn', not {policy!r}")
+    if not images:
+        return
+    names = "\n  ".join(str(p) for p in images)
+    if policy == "error":
+        shown = "\n  ".join(str(p) for p in images[:20])
+        more = f"\n  ... and {len(images) - 20} more" if len(images) > 20 else ""
+        raise MissingDataError(
+            f"Cityscapes split {split!r} under {raw_root}: {len(images)} image(s) have no gtFine annotation "
+            f"({_POLY} or {_INST}):\n  {shown}{more}\n"
+            "Add their annotations, remove the images, or set ingest_cityscapes.unannotated_images: warn "
+            "to ingest the annotated frames only (every skipped image is then listed in the log)."
+        )
+    log.warning(
+        "Cityscapes %s: skipping %d image(s) without gtFine annotation:\n  %s", split, len(images), names
+    )
+
+
+def find_frames(
+    raw_root: str | os.PathLike, split: str, unannotated_images: UnannotatedPolicy = "error"
+) -> dict[str, dict[str, Path]]:
+    """``{frame prefix: {"polygons"?, "instanceIds"?, "image"}}`` of one split; checks the tree.
+
+    A ``leftImg8bit`` image without annotation raises :class:`MissingDataError` naming it, or with
+    ``unannotated_images="warn"`` is logged and left out (never dropped silently).
+    """
     raw_root = Path(raw_root).absolute()
     if not raw_root.is_dir():
         raise _missing("data folder", raw_root, raw_root)
@@ -83,6 +114,8 @@ def find_frames(raw_root: str | os.PathLike, split: str) -> dict[str, dict[str, 
                 f"Cityscapes image {files['image']} does not exist "
                 f"(annotated frame {prefix!r} of split {split!r})"
             )
+    unannotated = [p for p in sorted(img.glob(f"*/*{_IMG}")) if p.name[: -len(_IMG)] not in frames]
+    _list_unannotated(unannotated, split, raw_root, unannotated_images)
     return frames
 
 
@@ -132,10 +165,10 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def _convert_split(
-    raw_root: Path, split: str, scratch: Path
+    raw_root: Path, split: str, scratch: Path, unannotated_images: UnannotatedPolicy = "error"
 ) -> tuple[Path, dict, dict[str, dict[str, Path]]]:
     """Run cityscapesscripts on one split; return (PNG folder, panoptic json dict, frames)."""
-    frames = find_frames(raw_root, split)
+    frames = find_frames(raw_root, split, unannotated_images)
     gt_root = raw_root / "gtFine"
     missing = [p for p, f in frames.items() if "instanceIds" not in f]
     if missing:
@@ -173,6 +206,7 @@ def ingest_cityscapes(
     fix_stats: bool = False,
     source: str = "cityscapes",
     workers: int = 0,
+    unannotated_images: UnannotatedPolicy = "error",
 ) -> dict:
     """Convert Cityscapes splits with cityscapesscripts and write the internal form to ``out_root``.
 
@@ -185,6 +219,8 @@ def ingest_cityscapes(
             them from the same PNGs, so the default is to raise.
         source: description stored in the ingestion summary (e.g. ``"synthetic"``).
         workers: processes for decoding/validation (0 = in this process).
+        unannotated_images: ``"error"`` (default) raises for a ``leftImg8bit`` image without gtFine files;
+            ``"warn"`` logs every such image and ingests the annotated ones.
 
     Returns:
         The ingestion summary (also ``<out_root>/_INGESTED.json``).
@@ -203,7 +239,7 @@ def ingest_cityscapes(
         for split in splits:
             split_scratch = scratch / split
             split_scratch.mkdir(parents=True)
-            png_dir, data, frames = _convert_split(raw_root, split, split_scratch)
+            png_dir, data, frames = _convert_split(raw_root, split, split_scratch, unannotated_images)
             anns = {a["image_id"]: a for a in data["annotations"]}
             records = []
             for img in data["images"]:

@@ -37,12 +37,16 @@ def read_coco_split(
     image_dir: str = "{split}2017",
     categories_json: str | None = None,
     max_images: int | None = None,
+    unannotated_images: str = "error",
 ) -> tuple[CategoryMap, list[SourceRecord]]:
     """Read one split's json (and categories) into :class:`SourceRecord` s; paths are relative to raw_root.
 
     The three path patterns may contain ``{split}``. If the json has no ``categories`` the file
-    ``categories_json`` (e.g. panopticapi's ``panoptic_coco_categories.json``) is used.
+    ``categories_json`` (e.g. panopticapi's ``panoptic_coco_categories.json``) is used. An image of the json
+    without annotation raises, or with ``unannotated_images="warn"`` is logged by name and left out.
     """
+    if unannotated_images not in ("error", "warn"):
+        raise ValueError(f"unannotated_images must be 'error' or 'warn', not {unannotated_images!r}")
     raw_root = Path(raw_root).absolute()
     if not raw_root.is_dir():
         raise _missing("data folder", raw_root, raw_root)
@@ -79,11 +83,18 @@ def read_coco_split(
         except (KeyError, TypeError):
             raise DataError(f"{json_path}: annotation without image_id: {str(a)[:200]}") from None
     records = []
+    unannotated: list[str] = []
     for img in data["images"][: max_images if max_images else None]:
         image_id = str(img["id"])
         ann = anns.pop(image_id, None)
         if ann is None:
-            raise DataError(f"{json_path}: image {image_id!r} ({img.get('file_name')}) has no annotation")
+            if unannotated_images == "error":
+                raise DataError(
+                    f"{json_path}: image {image_id!r} ({img.get('file_name')}) has no annotation; add it, "
+                    "or set ingest_coco.unannotated_images: warn to ingest the annotated images only"
+                )
+            unannotated.append(f"{image_id} ({img.get('file_name')})")
+            continue
         png = png_dir / ann.get("file_name", f"{Path(img['file_name']).stem}.png")
         if not png.is_file():
             raise MissingDataError(f"{json_path}: image {image_id!r}: panoptic PNG {png} does not exist")
@@ -97,6 +108,14 @@ def read_coco_split(
                 segments_info=list(ann.get("segments_info", [])),
                 file_name=img["file_name"],
             )
+        )
+    if unannotated:
+        log.warning(
+            "COCO %s: skipping %d image(s) without annotation in %s:\n  %s",
+            split,
+            len(unannotated),
+            json_path,
+            "\n  ".join(unannotated),
         )
     if anns and not max_images:
         raise DataError(f"{json_path}: annotations for image ids {sorted(anns)[:5]} have no image entry")
@@ -125,6 +144,7 @@ def ingest_coco(
     png_mode: PngMode = "link",
     max_images: int | None = None,
     workers: int = 0,
+    unannotated_images: str = "error",
 ) -> dict:
     """Validate COCO panoptic splits and write them in the internal form to ``out_root`` (atomically).
 
@@ -143,6 +163,7 @@ def ingest_coco(
             image_dir=image_dir,
             categories_json=categories_json,
             max_images=max_images,
+            unannotated_images=unannotated_images,
         )
         if categories is not None and cats != categories:
             raise DataError(f"COCO split {split!r} under {raw_root}: categories differ from {splits[0]!r}")

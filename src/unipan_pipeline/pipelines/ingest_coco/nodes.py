@@ -27,6 +27,7 @@ def ingest_coco_node(params: dict[str, Any]) -> dict:
         png_mode=params.get("png_mode", "link"),
         max_images=params.get("max_images"),
         workers=int(params.get("workers", 0)),
+        unannotated_images=params.get("unannotated_images", "error"),
     )
     log.info("ingest_coco: wrote %s (%s)", params["out_root"], summary["splits"])
     return summary
