@@ -177,10 +177,17 @@ def test_eval_outputs_follow_contract(
         heuristic_stuff_area=0,
     )
     model.eval()
+    model.return_masks = True
     outputs = model(images)
     assert len(outputs) == 2
     for out, img in zip(outputs, images, strict=True):
         _check_eval_output(out, tuple(img.shape[-2:]), tiny_categories, use_masks)
+    model.return_masks = False  # the default: no full-resolution masks, the same panoptic output
+    for out, again in zip(outputs, model(images), strict=True):
+        assert "masks" not in again
+        assert (
+            torch.equal(out["panoptic"], again["panoptic"]) and out["segments_info"] == again["segments_info"]
+        )
     # an untrained model with score threshold 0 has detections; argmax gives things some pixels somewhere
     assert outputs[0]["boxes"].shape[0] > 0
 
@@ -189,6 +196,7 @@ def test_zero_detections(tiny_categories: CategoryMap, synthetic_batch: tuple) -
     images, targets = synthetic_batch
     model = _model(tiny_categories, box_score_thresh=0.99)
     model.eval()
+    model.return_masks = True
     outputs = model(images)
     for out, img in zip(outputs, images, strict=True):
         assert out["boxes"].shape == (0, 4) and out["masks"].shape == (0, 1, *img.shape[-2:])

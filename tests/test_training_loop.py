@@ -315,11 +315,14 @@ def test_model_contract_violation_is_reported() -> None:
         )
 
 
-def test_amp_is_ignored_on_cpu() -> None:
+def test_fp16_is_ignored_on_cpu_bf16_and_channels_last_train() -> None:
     ds = ToyPanopticDataset(4, 8, 8)
     model = build_toy_model(ToyModelConfig(width=2), ds.categories)
-    with pytest.warns(UserWarning, match="only used on CUDA"):
-        res = train(model, ds, _cfg(iterations=2, amp="bf16"), collate_fn=collate_lists)
+    with pytest.warns(UserWarning, match="CUDA only"):
+        res = train(model, ds, _cfg(iterations=2, amp="fp16"), collate_fn=collate_lists)
+    assert res.iteration == 2 and all(math.isfinite(h["train/loss"]) for h in res.history)
+    model = build_toy_model(ToyModelConfig(width=2), ds.categories)
+    res = train(model, ds, _cfg(iterations=2, amp="auto", channels_last=True), collate_fn=collate_lists)
     assert res.iteration == 2 and all(math.isfinite(h["train/loss"]) for h in res.history)
 
 

@@ -164,6 +164,7 @@ def evaluate_experiment(
     loaded = load_bundle(manifest["bundle"]["checkpoint"], device=str(params.get("device", "auto")))
     model, categories = loaded.model, loaded.categories
     model.eval()
+    model.return_masks = True  # full-resolution masks for AP mask
     device = next(model.parameters()).device
     root = str(params.get("ingested_root") or manifest["ingested_root"])
     split = str(params.get("split", manifest.get("val_split", "val")))

@@ -55,6 +55,7 @@ from unipan_pipeline.experiment.common import (
 )
 from unipan_pipeline.model import ModelConfig, build_model
 from unipan_pipeline.training import TrainerConfig, is_main_process, train
+from unipan_pipeline.training.trainer import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +246,7 @@ def train_experiment(
     max_images = int(validation.get("max_images", 0) or 0)
     validator = PQValidator(root, val_split, eval_params, max_images, categories) if max_images > 0 else None
 
+    seed_everything(trainer_cfg.seed)  # the initial weights come from the run's seed, like everything after
     model = build_model(model_cfg, categories)  # before touching any folder: fails fast without weights
     if trainer_cfg.checkpoint_path is not None:
         trainer_cfg.checkpoint_path.mkdir(parents=True, exist_ok=True)

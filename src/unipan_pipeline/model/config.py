@@ -79,6 +79,9 @@ class ModelConfig:
     panoptic_min_score: float = 0.0
     """Detections scoring below this are not given to the panoptic head (training and inference alike);
     0 keeps all detections of the detector (``box_score_thresh`` already applies)."""
+    panoptic_max_detections_train: int | None = None
+    """Training: at most this many top-scoring predicted detections per image reach the panoptic head (and
+    its mask pass with gradients); ``None`` = all (up to ``detections_per_img``). Inference is unaffected."""
     void_unclaimed_things: bool = False
     """Argmax inference: pixels won by a stuff channel while the semantic argmax is a thing class become void
     (off = the paper's plain argmax; see panoptic_network.py)."""
@@ -146,6 +149,9 @@ class ModelConfig:
             )
         if self.mask_head_convs < 1:
             raise ValueError("ModelConfig.mask_head_convs must be >= 1")
+        cap = self.panoptic_max_detections_train
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"ModelConfig.panoptic_max_detections_train={cap!r}: a positive integer or null")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> ModelConfig:

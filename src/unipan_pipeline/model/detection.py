@@ -42,12 +42,13 @@ Detections = dict[str, Tensor]
 
 
 def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int, stride: float = 1.0) -> Tensor:
-    """Paste RoI masks into a grid of cell size ``stride`` image pixels, all boxes at once (vectorised).
+    """Paste RoI masks into a grid of cell size ``stride`` image pixels, each only inside its box.
 
     Cell ``(y, x)`` samples the mask at its centre ``((x + .5) s, (y + .5) s)`` (image pixels) with bilinear
     interpolation; the ``M x M`` mask covers the box exactly (``align_corners=False`` convention), zero
-    outside. Differentiable w.r.t. ``masks`` (``grid_sample``), unlike torchvision's per-box Python loop
-    ``paste_masks_in_image``.
+    outside. Each mask is sampled only over the cells that its bilinear footprint reaches (the box plus half
+    a mask cell), like torchvision's ``paste_masks_in_image``, so the cost is the boxes' area rather than
+    ``D x H x W``; the values equal a ``grid_sample`` over the whole grid. Differentiable w.r.t. ``masks``.
 
     Args:
         masks: [D, M, M] (or [D, 1, M, M]) mask probabilities.
@@ -60,21 +61,42 @@ def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int, stride: f
     """
     if masks.ndim == 4:
         masks = masks[:, 0]
-    d = masks.shape[0]
+    d, mh, mw = masks.shape
+    out = masks.new_zeros((d, height, width))
     if d == 0:
-        return masks.new_zeros((0, height, width))
+        return out
     b = boxes.detach().to(masks.dtype)
-    xs = (torch.arange(width, device=masks.device, dtype=masks.dtype) + 0.5) * stride
-    ys = (torch.arange(height, device=masks.device, dtype=masks.dtype) + 0.5) * stride
     bw = (b[:, 2] - b[:, 0]).clamp(min=1e-3)
     bh = (b[:, 3] - b[:, 1]).clamp(min=1e-3)
-    gx = (xs[None, :] - b[:, 0, None]) / bw[:, None] * 2 - 1  # [D, w]
-    gy = (ys[None, :] - b[:, 1, None]) / bh[:, None] * 2 - 1  # [D, h]
-    grid = torch.stack(
-        [gx[:, None, :].expand(d, height, width), gy[:, :, None].expand(d, height, width)], dim=-1
-    )
-    out = F.grid_sample(masks[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out[:, 0]
+    # cells whose centre lies strictly within half a mask cell of the box get a non-zero bilinear weight;
+    # one cell of margin on each side absorbs rounding
+    span = torch.stack(
+        [
+            (b[:, 0] - 0.5 * bw / mw) / stride - 0.5,
+            (b[:, 1] - 0.5 * bh / mh) / stride - 0.5,
+            (b[:, 2] + 0.5 * bw / mw) / stride - 0.5,
+            (b[:, 3] + 0.5 * bh / mh) / stride - 0.5,
+        ],
+        dim=1,
+    ).float()
+    lo = span[:, :2].floor().long()
+    hi = span[:, 2:].ceil().long() + 2
+    lo[:, 0].clamp_(0, width)
+    lo[:, 1].clamp_(0, height)
+    hi[:, 0].clamp_(0, width)
+    hi[:, 1].clamp_(0, height)
+    for k, (x0, y0, x1, y1) in enumerate(torch.cat([lo, hi], dim=1).tolist()):
+        if x1 <= x0 or y1 <= y0:
+            continue
+        xs = (torch.arange(x0, x1, device=masks.device, dtype=masks.dtype) + 0.5) * stride
+        ys = (torch.arange(y0, y1, device=masks.device, dtype=masks.dtype) + 0.5) * stride
+        gx = (xs - b[k, 0]) / bw[k] * 2 - 1
+        gy = (ys - b[k, 1]) / bh[k] * 2 - 1
+        grid = torch.stack([gx[None, :].expand(y1 - y0, -1), gy[:, None].expand(-1, x1 - x0)], dim=-1)
+        out[k, y0:y1, x0:x1] = F.grid_sample(
+            masks[k][None, None], grid[None], mode="bilinear", padding_mode="zeros", align_corners=False
+        )[0, 0]
+    return out
 
 
 class DetectionSubmodule(nn.Module):
@@ -140,6 +162,8 @@ class DetectionSubmodule(nn.Module):
         targets: list[dict[str, Tensor]] | None = None,
         detect: bool = True,
         mask_grad: bool = False,
+        *,
+        max_detections: int | None = None,
     ) -> tuple[list[Detections], dict[str, Tensor]]:
         """Run the detector.
 
@@ -149,6 +173,7 @@ class DetectionSubmodule(nn.Module):
             targets: training targets (``boxes``, ``labels``, ``masks`` when masks are on); ``None`` in eval.
             detect: also return post-processed detections (always in eval; in training only when needed).
             mask_grad: keep the graph of the mask pass of the detections (end-to-end training).
+            max_detections: keep only this many top-scoring detections per image (before the mask pass).
 
         Returns:
             (detections per image - empty list when ``detect`` is False, detector losses - empty in eval).
@@ -169,7 +194,9 @@ class DetectionSubmodule(nn.Module):
             proposals, _ = self.rpn(images, features)
         detections: list[Detections] = []
         if detect or not self.training:
-            detections = self.detect(features, proposals, images.image_sizes, mask_grad=mask_grad)
+            detections = self.detect(
+                features, proposals, images.image_sizes, mask_grad=mask_grad, max_detections=max_detections
+            )
         return detections, losses
 
     def detect(
@@ -178,9 +205,10 @@ class DetectionSubmodule(nn.Module):
         proposals: list[Tensor],
         image_sizes: list[tuple[int, int]],
         mask_grad: bool = False,
+        max_detections: int | None = None,
     ) -> list[Detections]:
         """Second pass: proposals -> box head -> ``postprocess_detections`` (-> mask head); degenerate boxes
-        (width or height < ``min_box_size``) are removed."""
+        (width or height < ``min_box_size``) are removed, then all but the ``max_detections`` top-scoring."""
         heads = self.roi_heads
         with torch.no_grad():
             x = heads.box_head(heads.box_roi_pool(features, proposals, image_sizes))
@@ -191,6 +219,10 @@ class DetectionSubmodule(nn.Module):
         out: list[Detections] = []
         for b, s, lab in zip(boxes, scores, labels, strict=True):
             keep = ((b[:, 2] - b[:, 0]) >= self.min_box_size) & ((b[:, 3] - b[:, 1]) >= self.min_box_size)
+            if max_detections is not None and int(keep.sum()) > max_detections:
+                kept = keep.nonzero()[:, 0]
+                top = s[kept].topk(max_detections).indices.sort().values  # keep the detector's order
+                keep = kept[top]
             out.append({"boxes": b[keep], "scores": s[keep], "labels": lab[keep]})
         if self.use_masks:
             with torch.set_grad_enabled(mask_grad and torch.is_grad_enabled()):

@@ -140,16 +140,21 @@ class DenseInstanceAffinity(nn.Module):
         f0, f1 = self.embed(q)  # [B, C, HW] each
         scale = self.scale(h * w)
         out = []
-        for i, p in enumerate(psis):
-            k = p.shape[0]
-            pf = p.reshape(k, h * w).to(f0.dtype)  # [K, HW]
-            t = f1[i] @ pf.transpose(0, 1)  # [C, K]: phi1(Q)^T Psi, tiny
-            # [K, HW] = Psi^T + scale * (phi0(Q) (phi1(Q)^T Psi))^T, one fused [K, HW] allocation
-            if self.residual:
-                res = torch.addmm(pf, t.transpose(0, 1), f0[i], alpha=scale)
-            else:
-                res = (t.transpose(0, 1) * scale) @ f0[i]
-            out.append(res.reshape(k, h, w))
+        # phi1(Q)^T Psi sums over all h*w cells: under fp16/bf16 autocast that sum overflows (fp16) or loses
+        # the small propagated term (bf16), so the products and the residual are taken in fp32
+        with torch.autocast(device_type=q.device.type, enabled=False):
+            dtype = torch.promote_types(f0.dtype, torch.float32)  # at least fp32 (float64 stays)
+            f0, f1 = f0.to(dtype), f1.to(dtype)
+            for i, p in enumerate(psis):
+                k = p.shape[0]
+                pf = p.reshape(k, h * w).to(dtype)  # [K, HW]
+                t = f1[i] @ pf.transpose(0, 1)  # [C, K]: phi1(Q)^T Psi, tiny
+                # [K, HW] = Psi^T + scale * (phi0(Q) (phi1(Q)^T Psi))^T, one fused [K, HW] allocation
+                if self.residual:
+                    res = torch.addmm(pf, t.transpose(0, 1), f0[i], alpha=scale)
+                else:
+                    res = (t.transpose(0, 1) * scale) @ f0[i]
+                out.append(res.reshape(k, h, w))
         return out
 
 

@@ -285,6 +285,15 @@ def panoptic_matching_loss(
     bad = (tgt != ignore_index) & ((tgt < 0) | (tgt >= k))
     if bool(bad.any()):
         raise ValueError(f"{_WHERE}: target has channel ids outside [0, K={k}) (max {int(tgt[bad].max())})")
+    with torch.autocast(device_type=tgt.device.type, enabled=False):
+        p32 = panoptic_logits.to(torch.promote_types(panoptic_logits.dtype, torch.float32))
+        return _matching_cross_entropy(p32, tgt, input_kind, resize, ignore_index=ignore_index, eps=eps)
+
+
+def _matching_cross_entropy(
+    panoptic_logits: Tensor, tgt: Tensor, input_kind: str, resize: str, *, ignore_index: int, eps: float
+) -> Tensor:
+    """Cross-entropy of eq. 5's targets on ``P`` (fp32: ``log(P)`` of tiny probabilities needs it)."""
     p = panoptic_logits[None]
     if resize == "upsample":
         if p.shape[-2:] != tgt.shape:

@@ -14,9 +14,12 @@ Documented choices:
   (eq. 3-4) are built from the kept detections and the matching cross-entropy is taken on P (on Psi when
   ``use_affinity`` is off). Gradients reach V, the affinity head, and the mask head through the pasted mask
   probabilities; boxes and scores are constants (see :mod:`.detection`).
-* **Masks for Psi** are pasted at stride 4 with the vectorised ``grid_sample`` paste (boxes * 0.25).
+* **Masks for Psi** are pasted at stride 4, each inside its box (:func:`.detection.paste_masks`); the
+  full-resolution masks are pasted only for the heuristic merger or when ``return_masks`` is set (AP mask).
 * **Argmax inference.** ``P`` (stride 4, padded grid) is upsampled bilinearly by 4 and cropped to the input
-  size before the argmax. Only channels that win at least one stride-4 cell are upsampled (a channel that
+  size before the argmax, evaluated only next to label changes (:mod:`.upsampled_argmax`; the same result
+  as the dense upsampling); the semantic output is the same argmax of ``V``. Only channels that win at
+  least one stride-4 cell take part (a channel that
   loses everywhere on the stride-4 grid can win a full-resolution pixel only through interpolation between
   two other winners; we accept that approximation for the memory saving with 150+ channels on COCO).
 * **Unclaimed thing pixels** (``void_unclaimed_things``, off by default = the paper's plain argmax): P has
@@ -48,6 +51,7 @@ from .instance_affinity import DenseInstanceAffinity
 from .outputs import channel_entries, panoptic_from_index_map
 from .panoptic_matching_loss import match_detections, panoptic_matching_loss
 from .semantic_head import SemanticHead, semantic_loss
+from .upsampled_argmax import upsampled_argmax
 
 STRIDE = 4
 """Downsampling factor d of V, Q, Psi and P (sec. 3.2)."""
@@ -83,6 +87,9 @@ class PanopticNetwork(nn.Module):
         self.detector = detector
         self.affinity_extractor = affinity_extractor
         self.affinity = affinity
+        self.return_masks = False
+        """Eval: also return full-resolution ``masks`` [D, 1, H, W] (for AP mask); off, masks are pasted at
+        stride 4 only, inside their boxes."""
         self.register_buffer("image_mean", torch.tensor(cfg.image_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(cfg.image_std).view(3, 1, 1), persistent=False)
 
@@ -145,7 +152,7 @@ class PanopticNetwork(nn.Module):
 
         Eval: per image ``panoptic`` int32 [H,W], ``segments_info``, ``semantic`` int64 [H,W],
         ``boxes`` [D,4], ``scores`` [D], ``labels`` [D] (detector labels),
-        ``masks`` float [D,1,H,W] (with masks), at the size
+        ``masks`` float [D,1,H,W] (with masks and ``return_masks``), at the size
         of the given image tensor.
         """
         if self.training and targets is None:
@@ -170,7 +177,14 @@ class PanopticNetwork(nn.Module):
         cfg = self.cfg
         padded = (int(image_list.tensors.shape[-2]), int(image_list.tensors.shape[-1]))
         e2e = cfg.train_end_to_end
-        detections, det_losses = self.detector(image_list, features, targets, detect=e2e, mask_grad=e2e)
+        detections, det_losses = self.detector(
+            image_list,
+            features,
+            targets,
+            detect=e2e,
+            mask_grad=e2e,
+            max_detections=cfg.panoptic_max_detections_train,
+        )
         losses = {k: v * cfg.loss_weight_det for k, v in det_losses.items()}
         sem_target = torch.stack([self._pad(t["semantic"].long(), padded, IGNORE_INDEX) for t in targets])
         losses["loss_semantic"] = semantic_loss(sem_logits, sem_target) * cfg.loss_weight_sem
@@ -218,14 +232,10 @@ class PanopticNetwork(nn.Module):
     ) -> list[dict]:
         cfg = self.cfg
         detections, _ = self.detector(image_list, features)
-        hp, wp = image_list.tensors.shape[-2:]
         results = []
         for i, det in enumerate(detections):
             h, w = image_list.image_sizes[i]
-            semantic = F.interpolate(
-                sem_logits[i : i + 1], size=(hp, wp), mode="bilinear", align_corners=False
-            )
-            semantic = semantic[0, :, :h, :w].argmax(0)
+            semantic = upsampled_argmax(sem_logits[i], (h, w), STRIDE)
             result: dict = {
                 "semantic": semantic,
                 "boxes": det["boxes"],
@@ -233,9 +243,10 @@ class PanopticNetwork(nn.Module):
                 "labels": det["labels"],
             }
             full_masks = None
-            if cfg.use_masks:
+            if cfg.use_masks and (self.return_masks or cfg.inference == "heuristic"):
                 full_masks = paste_masks(det["mask_probs"], det["boxes"], h, w, stride=1.0)
-                result["masks"] = full_masks[:, None]
+                if self.return_masks:
+                    result["masks"] = full_masks[:, None]
             if cfg.inference == "heuristic":
                 assert full_masks is not None
                 index_map, entries = heuristic_merge(
@@ -275,16 +286,14 @@ class PanopticNetwork(nn.Module):
     def argmax_full_resolution(p: Tensor, size: tuple[int, int]) -> Tensor:
         """Channel argmax of ``p`` [K, h, w] (stride 4, padded grid) at image size ``size`` (int64 [H, W]).
 
-        ``p`` is upsampled bilinearly by 4 and cropped; only channels winning a valid stride-4 cell take part.
+        ``p`` upsampled bilinearly by 4 and cropped (:func:`.upsampled_argmax.upsampled_argmax`, which
+        evaluates the interpolation only next to label changes); only channels winning a valid stride-4 cell
+        take part.
         """
         h, w = size
         hv, wv = math.ceil(h / STRIDE), math.ceil(w / STRIDE)
-        coarse = p[:, :hv, :wv].argmax(0)
-        winners = torch.unique(coarse)
-        up = F.interpolate(p[winners][None], scale_factor=STRIDE, mode="bilinear", align_corners=False)[
-            0, :, :h, :w
-        ]
-        return winners[up.argmax(0)]
+        winners = torch.unique(p[:, :hv, :wv].argmax(0))
+        return winners[upsampled_argmax(p[winners], size, STRIDE)]
 
 
 def build_model(cfg: ModelConfig, categories: CategoryMap) -> PanopticNetwork:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 _OPTIMIZERS = ("sgd", "adamw")
-_AMP = ("off", "bf16", "fp16")
+_AMP = ("off", "bf16", "fp16", "auto")
 _DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -41,7 +41,9 @@ class TrainerConfig:
         lr_steps: iterations at which the learning rate is multiplied by ``gamma``.
         gamma: step-decay factor.
         grad_clip_norm: max global L2 norm of the gradients; ``None`` disables clipping.
-        amp: ``"off"``, ``"bf16"`` or ``"fp16"`` (fp16 uses a GradScaler). Only honoured on CUDA.
+        amp: ``"off"``, ``"bf16"`` (CPU or CUDA autocast, fp32 master weights), ``"fp16"`` (CUDA, with a
+            GradScaler) or ``"auto"`` (bf16 where the hardware has it natively); see :mod:`.precision`.
+        channels_last: train with the model's weights (and so its convolutions) in channels-last layout.
         seed: base seed of python/numpy/torch, the sampler's shuffles and per-sample augmentation seeds.
         deterministic: request deterministic torch algorithms (``warn_only``: ops without a deterministic
             implementation, e.g. some CUDA RoIAlign backward kernels, warn instead of failing).
@@ -76,6 +78,7 @@ class TrainerConfig:
     gamma: float = 0.1
     grad_clip_norm: float | None = None
     amp: str = "off"
+    channels_last: bool = False
     seed: int = 0
     deterministic: bool = False
     shuffle: bool = True

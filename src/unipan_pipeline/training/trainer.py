@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from unipan_pipeline.training import checkpoint as ckpt_io
 from unipan_pipeline.training import distributed as dist_utils
 from unipan_pipeline.training.config import TrainerConfig
+from unipan_pipeline.training.precision import Autocast
 from unipan_pipeline.training.sampler import InfiniteShardedSampler, SeededDataset, worker_init_fn
 from unipan_pipeline.training.schedule import WarmupStepSchedule, build_optimizer, build_scheduler
 
@@ -178,29 +179,12 @@ def _preserve_rng(device: torch.device) -> Iterator[None]:
             np.random.set_state(npy)
 
 
-class _AmpContext:
-    """autocast + optional GradScaler; AMP is only honoured on CUDA."""
-
-    def __init__(self, mode: str, device: torch.device) -> None:
-        self.enabled = mode != "off" and device.type == "cuda"
-        if mode != "off" and device.type != "cuda":
-            warnings.warn(f"amp={mode!r} ignored: mixed precision is only used on CUDA", stacklevel=3)
-        self.dtype = torch.bfloat16 if mode == "bf16" else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda") if self.enabled and mode == "fp16" else None
-        self.device_type = device.type
-
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if not self.enabled:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
-
-
 @dataclass
 class _State:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    amp: _AmpContext
+    amp: Autocast
     sampler: InfiniteShardedSampler
     cfg: TrainerConfig
     info: dist_utils.DistInfo
@@ -410,7 +394,9 @@ def _run(
     model.train()
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
-    amp = _AmpContext(cfg.amp, device)
+    amp = Autocast(cfg.amp, device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     sampler = InfiniteShardedSampler(
         len(dataset),
         cfg.images_per_batch,
@@ -479,7 +465,7 @@ def _run(
             t0 = time.perf_counter()
             images, targets = _to_device(next(data_iter), device, non_blocking)
             t_data = time.perf_counter() - t0
-            with amp.autocast():
+            with amp():
                 loss_dict = model(images, targets)
             if not isinstance(loss_dict, Mapping) or not loss_dict:
                 raise TypeError(

@@ -1,0 +1,152 @@
+"""Training step of the demo preset with the speed options off and on, side by side in one run.
+
+Same model weights, same batches (generated street scenes at the demo's 128x256, demo augmentation), same
+optimiser; each variant is timed over the same steps after a warm-up, interleaved round by round so that a
+noisy neighbour hurts every variant alike, and the best round is kept. Variants:
+
+* ``fp32``: the options off;
+* ``bf16``: ``trainer.amp: bf16`` (autocast, fp32 master weights);
+* ``bf16+cl``: bf16 and ``trainer.channels_last``;
+* ``bf16+cl+capN``: also ``model.panoptic_max_detections_train: N`` (the panoptic head's detections);
+* ``conf``: the demo's configuration as committed (``conf/base/parameters_demo.yml``).
+
+Run: ``.venv/bin/python benchmarks/training_step.py`` (add ``--threads 2`` to pin threads). Prints a table
+and, last, one JSON line with the speed-ups over fp32. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from unipan_pipeline.categories import CategoryMap
+from unipan_pipeline.data import PanopticDataset, PanopticTransform, TransformConfig, collate_panoptic
+from unipan_pipeline.data.cityscapes import ingest_cityscapes
+from unipan_pipeline.model import ModelConfig, build_model
+from unipan_pipeline.synthetic import generate_cityscapes_tree
+from unipan_pipeline.training.config import TrainerConfig
+from unipan_pipeline.training.precision import Autocast, native_bf16
+from unipan_pipeline.training.schedule import build_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=6, help="timed steps per variant and round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--caps", type=int, nargs="*", default=[20])
+    p.add_argument("--threads", type=int, default=None)
+    return p.parse_args()
+
+
+def _demo_params() -> tuple[dict[str, Any], dict[str, Any]]:
+    demo = yaml.safe_load((ROOT / "conf/base/parameters_demo.yml").read_text())["demo"]
+    gen = yaml.safe_load((ROOT / "conf/base/parameters_generate_synthetic.yml").read_text())
+    return demo, gen["generate_synthetic"]
+
+
+def _batches(demo: dict[str, Any], gen: dict[str, Any], n: int, tmp: Path) -> tuple[list, CategoryMap]:
+    batch = int(demo["trainer"]["images_per_batch"])
+    raw = tmp / "raw"
+    generate_cityscapes_tree(
+        raw, {"train": n * batch}, gen["height"], gen["width"], seed=1, scene=gen["scene"], progress=False
+    )
+    ingest_cityscapes(raw, tmp / "ingested", ["train"], source="synthetic")
+    categories = CategoryMap.cityscapes()
+    tf = PanopticTransform(TransformConfig.from_params(dict(demo["augment"]), train=True))
+    ds = PanopticDataset(tmp / "ingested", "train", categories, tf)
+    torch.manual_seed(0)
+    items = [ds[i] for i in range(n * batch)]
+    return [collate_panoptic(items[i * batch : (i + 1) * batch]) for i in range(n)], categories
+
+
+def _variants(demo: dict[str, Any], caps: list[int]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {
+        "fp32": {"amp": "off", "channels_last": False, "cap": None},
+        "bf16": {"amp": "bf16", "channels_last": False, "cap": None},
+        "bf16+cl": {"amp": "bf16", "channels_last": True, "cap": None},
+    }
+    for c in caps:
+        out[f"bf16+cl+cap{c}"] = {"amp": "bf16", "channels_last": True, "cap": c}
+    t = demo["trainer"]
+    out["conf"] = {
+        "amp": t.get("amp", "off"),
+        "channels_last": bool(t.get("channels_last", False)),
+        "cap": demo["model"].get("panoptic_max_detections_train"),
+    }
+    return out
+
+
+def main() -> int:
+    args = _parse()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    demo, gen = _demo_params()
+    device = torch.device("cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        batches, categories = _batches(demo, gen, args.steps, Path(tmp))
+    base_cfg = ModelConfig.from_dict({**demo["model"], "panoptic_max_detections_train": None})
+    torch.manual_seed(0)
+    reference = build_model(base_cfg, categories).state_dict()
+    variants = _variants(demo, args.caps)
+    models: dict[str, Any] = {}
+    for name, v in variants.items():
+        model = build_model(base_cfg.replace(panoptic_max_detections_train=v["cap"]), categories)
+        model.load_state_dict(copy.deepcopy(reference))
+        model.train()
+        if v["channels_last"]:
+            model.to(memory_format=torch.channels_last)
+        cfg = TrainerConfig(iterations=1, images_per_batch=4, optimizer="adamw", lr=1e-4, warmup_iters=0)
+        models[name] = (model, build_optimizer(model, cfg), Autocast(v["amp"], device))
+    print(
+        f"demo preset: ResNet-{base_cfg.backbone_depth}, batch {len(batches[0][0])}, "
+        f"{tuple(batches[0][0][0].shape[-2:])} images; threads {torch.get_num_threads()}; "
+        f"native bf16: {native_bf16(device)}"
+    )
+
+    def step(name: str, images: list, targets: list) -> float:
+        model, opt, autocast = models[name]
+        t0 = time.perf_counter()
+        with autocast():
+            losses = model(images, targets)
+        total = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        return time.perf_counter() - t0
+
+    best: dict[str, float] = {}
+    for name in models:  # warm-up (allocator, oneDNN kernels)
+        for i in range(args.warmup):
+            step(name, *batches[i % len(batches)])
+    for r in range(args.rounds):
+        for name in models:
+            times = [step(name, *b) for b in batches]
+            mean = sum(times) / len(times)
+            best[name] = min(best.get(name, float("inf")), mean)
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v:.3f}s" for k, v in best.items()))
+    fp32 = best["fp32"]
+    print(f"\n{'variant':18s}{'amp':>6s}{'ch.last':>9s}{'cap':>6s}{'s/step':>9s}{'speed-up':>10s}")
+    for name, v in variants.items():
+        cap = "-" if v["cap"] is None else str(v["cap"])
+        print(
+            f"{name:18s}{v['amp']:>6s}{v['channels_last']!s:>9s}{cap:>6s}{best[name]:9.3f}"
+            f"{fp32 / best[name]:9.2f}x"
+        )
+    print(json.dumps({"step_s": best, "speedup_vs_fp32": {k: fp32 / v for k, v in best.items()}}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
