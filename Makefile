@@ -46,5 +46,7 @@ format: install
 	$(BIN)/ruff format .
 
 benchmarks: install
+	$(BIN)/python benchmarks/training_step.py
+	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/affinity.py
 	$(BIN)/python benchmarks/eval_speed.py

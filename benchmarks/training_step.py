@@ -7,7 +7,8 @@ noisy neighbour hurts every variant alike, and the best round is kept. Variants:
 * ``fp32``: the options off;
 * ``bf16``: ``trainer.amp: bf16`` (autocast, fp32 master weights);
 * ``bf16+cl``: bf16 and ``trainer.channels_last``;
-* ``bf16+cl+capN``: also ``model.panoptic_max_detections_train: N`` (the panoptic head's detections);
+* ``bf16+capN``, ``bf16+cl+capN``: also ``model.panoptic_max_detections_train: N`` (the panoptic head's
+  detections in training), without and with channels_last;
 * ``conf``: the demo's configuration as committed (``conf/base/parameters_demo.yml``).
 
 Run: ``.venv/bin/python benchmarks/training_step.py`` (add ``--threads 2`` to pin threads). Prints a table
@@ -78,6 +79,7 @@ def _variants(demo: dict[str, Any], caps: list[int]) -> dict[str, dict[str, Any]
         "bf16+cl": {"amp": "bf16", "channels_last": True, "cap": None},
     }
     for c in caps:
+        out[f"bf16+cap{c}"] = {"amp": "bf16", "channels_last": False, "cap": c}
         out[f"bf16+cl+cap{c}"] = {"amp": "bf16", "channels_last": True, "cap": c}
     t = demo["trainer"]
     out["conf"] = {

@@ -178,25 +178,34 @@ class DetectionSubmodule(nn.Module):
         Returns:
             (detections per image - empty list when ``detect`` is False, detector losses - empty in eval).
         """
-        losses: dict[str, Tensor] = {}
-        if self.training:
-            if targets is None:
-                raise ValueError("detection.py: targets are required in training mode")
-            det_targets = [
-                {k: t[k] for k in (("boxes", "labels", "masks") if self.use_masks else ("boxes", "labels"))}
-                for t in targets
-            ]
-            proposals, rpn_losses = self.rpn(images, features, det_targets)
-            _, roi_losses = self.roi_heads(features, proposals, images.image_sizes, det_targets)
-            losses.update(rpn_losses)
-            losses.update(roi_losses)
-        else:
-            proposals, _ = self.rpn(images, features)
-        detections: list[Detections] = []
-        if detect or not self.training:
-            detections = self.detect(
-                features, proposals, images.image_sizes, mask_grad=mask_grad, max_detections=max_detections
-            )
+        # Under bf16/fp16 autocast the detector runs in fp32: box decoding in bf16 rounds a coordinate of
+        # 200 px to the nearest 1 px, and the RoI heads see a different number of boxes at every step, each
+        # new shape costing oneDNN a new kernel on a CPU (steps grew from 1.2 to 2 s). Only the backbone,
+        # FPN and dense heads (fixed shapes, most of the FLOPs) take the low precision.
+        with torch.autocast(device_type=images.tensors.device.type, enabled=False):
+            features = OrderedDict((k, v.float()) for k, v in features.items())
+            images = ImageList(images.tensors.float(), images.image_sizes)
+            losses: dict[str, Tensor] = {}
+            if self.training:
+                if targets is None:
+                    raise ValueError("detection.py: targets are required in training mode")
+                keys = ("boxes", "labels", "masks") if self.use_masks else ("boxes", "labels")
+                det_targets = [{k: t[k] for k in keys} for t in targets]
+                proposals, rpn_losses = self.rpn(images, features, det_targets)
+                _, roi_losses = self.roi_heads(features, proposals, images.image_sizes, det_targets)
+                losses.update(rpn_losses)
+                losses.update(roi_losses)
+            else:
+                proposals, _ = self.rpn(images, features)
+            detections: list[Detections] = []
+            if detect or not self.training:
+                detections = self.detect(
+                    features,
+                    proposals,
+                    images.image_sizes,
+                    mask_grad=mask_grad,
+                    max_detections=max_detections,
+                )
         return detections, losses
 
     def detect(
