@@ -46,5 +46,6 @@ format: install
 	$(BIN)/ruff format .
 
 benchmarks: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'  # hotcoco, compared against in eval_speed.py
 	$(BIN)/python benchmarks/affinity.py
 	$(BIN)/python benchmarks/eval_speed.py

@@ -8,8 +8,6 @@ import copy
 import io
 import json
 import math
-import struct
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +16,9 @@ import pytest
 from cityscapesscripts.evaluation.evalPanopticSemanticLabeling import evaluatePanoptic
 from cityscapesscripts.helpers.labels import labels
 from official import official_pq_compute
-from PIL import Image
 
 from unipan_pipeline.evaluation import (
+    CorruptPNGError,
     ImageMismatchError,
     MissingFileError,
     PQAccumulator,
@@ -444,6 +442,16 @@ def test_bad_input_errors(tmp_path: Path) -> None:
         pq_compute_files(gj, pj, gd, pd, workers=2)
 
 
+def test_corrupt_png_is_named(tmp_path: Path) -> None:
+    gj, pj, gd, pd, _ = _tiny_set(tmp_path)
+    (pd / "img_b.png").write_bytes((pd / "img_b.png").read_bytes()[:40])
+    pattern = r"image 'img_b': panoptic PNG .*pred/img_b\.png cannot be decoded"
+    with pytest.raises(CorruptPNGError, match=pattern):
+        pq_compute_files(gj, pj, gd, pd, workers=1)
+    with pytest.raises(ValueError, match=pattern):  # also from a worker process
+        pq_compute_files(gj, pj, gd, pd, workers=2)
+
+
 @pytest.mark.parametrize(
     ("edit", "error", "pattern"),
     [
@@ -513,86 +521,6 @@ def test_bad_ground_truth_and_in_memory(tmp_path: Path) -> None:
     acc.update(ids, [{"id": 5, "category_id": 1, "iscrowd": 0}], ids, [{"id": 5, "category_id": 1}], "z")
     with pytest.raises(ImageMismatchError, match="'z' was evaluated twice"):
         acc.update(ids, [{"id": 5, "category_id": 1, "iscrowd": 0}], ids, [{"id": 5, "category_id": 1}], "z")
-
-
-def _png_with_filters(path: Path, rgb: np.ndarray) -> None:
-    """Write an 8-bit RGB PNG whose rows cycle through all five PNG filter types (0-4)."""
-    h, w, _ = rgb.shape
-    data = rgb.astype(np.int64)
-    rows = []
-    for y in range(h):
-        cur = data[y].reshape(-1)
-        prev = data[y - 1].reshape(-1) if y else np.zeros_like(cur)
-        left = np.concatenate([np.zeros(3, np.int64), cur[:-3]])
-        upleft = np.concatenate([np.zeros(3, np.int64), prev[:-3]])
-        f = y % 5
-        if f == 0:
-            pred = np.zeros_like(cur)
-        elif f == 1:
-            pred = left
-        elif f == 2:
-            pred = prev
-        elif f == 3:
-            pred = (left + prev) // 2
-        else:
-            p = left + prev - upleft
-            pa, pb, pc = np.abs(p - left), np.abs(p - prev), np.abs(p - upleft)
-            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, upleft))
-        rows.append(bytes([f]) + ((cur - pred) % 256).astype(np.uint8).tobytes())
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"".join(rows))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-
-
-# ---------------------------------------------------------------------------------------------- PNG decoding
-def test_fast_png_decoder_matches_pillow(tmp_path: Path) -> None:
-    from unipan_pipeline.evaluation import pngdecode  # noqa: PLC0415
-
-    rng = np.random.default_rng(3)
-    files = sorted(SAMPLE.glob("panoptic_examples/*.png")) if SAMPLE.is_dir() else []
-    noise = rng.integers(0, 1 << 24, size=(37, 53))  # exercises every PNG row filter
-    blocks = np.repeat(np.repeat(rng.integers(0, 1 << 24, size=(6, 9)), 7, axis=0), 11, axis=1)
-    noise_at = len(files)
-    for k, ids in enumerate((noise, blocks, np.zeros((5, 4), dtype=np.int64))):
-        write_id_png(tmp_path / f"{k}.png", ids)
-        assert (read_id_png(tmp_path / f"{k}.png") == ids).all()
-        files.append(tmp_path / f"{k}.png")
-    rgba = np.concatenate(
-        [
-            noise.astype(np.uint32).view(np.uint8).reshape(37, 53, 4)[..., :3],
-            np.full((37, 53, 1), 255, np.uint8),
-        ],
-        axis=-1,
-    )
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
-    Image.fromarray((blocks % 7).astype(np.uint8), "L").convert("P").save(tmp_path / "palette.png")
-    files += [tmp_path / "rgba.png", tmp_path / "palette.png"]
-    rgb = rng.integers(0, 256, size=(23, 17, 3)).astype(np.uint8)
-    rgb[5:15, 3:12] = rgb[5, 3]  # flat patches too
-    _png_with_filters(tmp_path / "filters.png", rgb)
-    with Image.open(tmp_path / "filters.png") as im:
-        assert (np.asarray(im) == rgb).all()
-    files.append(tmp_path / "filters.png")
-    raw = [pngdecode.decode_id_png(f) for f in files]
-    for f, fast in zip(files, raw, strict=True):
-        ref = pngdecode._decode_pillow(f)
-        assert fast.dtype == np.uint32 and fast.shape == ref.shape and (fast == ref).all(), f
-    assert (raw[noise_at] == noise).all() and (raw[-3] == noise).all()
-    for f in files:
-        shape, starts, values = pngdecode.decode_id_png_runs(f)
-        ref = pngdecode._decode_pillow(f)
-        ref_starts, ref_values = pngdecode.runs_of(ref)
-        assert shape == ref.shape and (starts == ref_starts).all() and (values == ref_values).all(), f
-    if not pngdecode.fast_png_available():
-        pytest.skip("libdeflate or a C compiler is missing: only the Pillow path was checked")
-    for name in ("0.png", "filters.png"):  # the fast path really ran on these
-        data = (tmp_path / name).read_bytes()
-        assert pngdecode._decode_native(data, pngdecode._load()) is not None
-        assert pngdecode._runs_native(data, pngdecode._load()) is not None
 
 
 def test_update_from_model_outputs_and_targets() -> None:

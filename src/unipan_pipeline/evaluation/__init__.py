@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from unipan_pipeline.evaluation.detection_ap import COCODetectionEvaluator
 from unipan_pipeline.evaluation.errors import (
+    CorruptPNGError,
     EvaluationError,
     ImageMismatchError,
     MissingFileError,
@@ -37,6 +38,7 @@ from unipan_pipeline.evaluation.semantic import SemanticConfusion, semantic_miou
 __all__ = [
     "METRIC_KEYS",
     "COCODetectionEvaluator",
+    "CorruptPNGError",
     "EvaluationError",
     "ImageMismatchError",
     "MissingFileError",

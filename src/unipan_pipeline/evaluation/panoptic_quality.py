@@ -30,7 +30,7 @@ Implementation: the pair of id maps is run-length encoded (panoptic maps are pie
 instead of 2x10^6 pixels), run values are mapped to compact indices (0 = unknown id, 1 = void, 2.. = the
 segments in ``segments_info`` order) and one ``np.bincount`` of ``gt_idx * n_pred + pred_idx`` weighted by
 run length gives the whole intersection matrix; all decisions are then taken on that small matrix. PNGs are
-decoded by :mod:`.pngdecode` (libdeflate + C unfilter when available, else Pillow).
+decoded by :mod:`unipan_pipeline.panoptic_png` (pyspng when installed, else Pillow).
 
 Matched IoUs are summed per category in image order and, within an image, in increasing (gt id, pred id)
 order - the order of ``pq_compute`` on one core - so results are bitwise identical whatever the number of
@@ -60,13 +60,14 @@ import numpy as np
 from PIL import Image
 
 from unipan_pipeline.evaluation.errors import (
+    CorruptPNGError,
     ImageMismatchError,
     MissingFileError,
     SegmentMismatchError,
     ShapeMismatchError,
     UnknownCategoryError,
 )
-from unipan_pipeline.evaluation.pngdecode import decode_id_png, decode_id_png_runs, fast_png_available
+from unipan_pipeline.panoptic_png import PanopticPNGError, decode_id_png, decode_id_png_runs
 
 VOID = 0
 """Segment id of void pixels in panoptic PNGs."""
@@ -93,7 +94,7 @@ __all__ = [
 def read_id_png(path: str | os.PathLike) -> np.ndarray:
     """Decode a COCO panoptic PNG into a ``uint32 [H, W]`` id map, ``id = R + 256 G + 256^2 B``.
 
-    libdeflate + a small C unfilter when available (:mod:`.pngdecode`), else Pillow; same result.
+    :func:`unipan_pipeline.panoptic_png.decode_id_png` (pyspng, else Pillow; same result).
     """
     return decode_id_png(path)
 
@@ -599,8 +600,11 @@ def _evaluate_pair(pair: tuple[dict[str, Any], dict[str, Any]]) -> ImageStats:
         raise MissingFileError(f"image {image_id!r}: prediction PNG {pred_file} does not exist")
     if not os.path.isfile(gt_file):
         raise MissingFileError(f"image {image_id!r}: ground-truth PNG {gt_file} does not exist")
-    gshape, g_starts, g_values = decode_id_png_runs(gt_file)
-    pshape, p_starts, p_values = decode_id_png_runs(pred_file)
+    try:
+        gshape, g_starts, g_values = decode_id_png_runs(gt_file)
+        pshape, p_starts, p_values = decode_id_png_runs(pred_file)
+    except PanopticPNGError as exc:
+        raise CorruptPNGError(f"image {image_id!r}: {exc}") from None
     _check_shapes(gshape, pshape, image_id, gt_file, pred_file)
     g_run, p_run, lengths = _merge_runs(g_starts, g_values, p_starts, p_values, gshape[0] * gshape[1])
     return _evaluate_runs(
@@ -694,7 +698,6 @@ def pq_compute_files(
     categories = PQCategories.coerce(gt_json["categories"])
     pairs = match_annotations(gt_json, pred_json, gt_json_file, pred_json_file)
     acc = PQAccumulator(categories)
-    fast_png_available()  # compile / load the fast decoder once, before forking workers
     n_workers = (os.cpu_count() or 1) if workers is None else int(workers)
     n_workers = max(1, min(n_workers, len(pairs)))
     if n_workers <= 1:
