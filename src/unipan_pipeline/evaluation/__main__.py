@@ -1,8 +1,10 @@
 """Command line: ``python -m unipan_pipeline.evaluation pq --gt-json G --gt-folder GF --pred-json P
---pred-folder PF [--output out.json] [--workers N] [--per-class]``.
+--pred-folder PF [--output out.json] [--workers N] [--per-class] [--compat panopticapi]``.
 
 Prints ``pq_compute``'s table and writes its result structure as JSON (atomically; ``nan`` -> ``null``).
-Exit status 2 with a one-line message on bad input.
+Exit status 2 with a one-line message on bad input. Strict by default; ``--compat panopticapi`` accepts the
+inputs that ``pq_compute`` tolerates (a predicted image not in the ground truth, a ground-truth segment
+without pixels, a ground-truth PNG id missing from its json) and returns its numbers for them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 from unipan_pipeline.evaluation.errors import EvaluationError
 from unipan_pipeline.evaluation.panoptic_quality import (
+    COMPAT_MODES,
     format_pq_table,
     pq_compute_files,
     results_to_jsonable,
@@ -46,6 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     pq.add_argument("--output", default=None, help="write the result JSON here")
     pq.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     pq.add_argument("--per-class", action="store_true", help="also print the per-class table")
+    pq.add_argument(
+        "--compat",
+        choices=COMPAT_MODES,
+        default=None,
+        help="panopticapi: tolerate what pq_compute tolerates, with its numbers (default: strict)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -56,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.pred_folder,
             workers=args.workers,
             return_accumulator=True,
+            compat=args.compat,
         )
     except (EvaluationError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
