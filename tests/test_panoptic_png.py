@@ -4,6 +4,8 @@ use it."""
 
 from __future__ import annotations
 
+import json
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -14,8 +16,8 @@ from PIL import Image
 
 from unipan_pipeline import panoptic_png
 from unipan_pipeline.data import CorruptFileError, read_panoptic_png
-from unipan_pipeline.evaluation import read_id_png, write_id_png
-from unipan_pipeline.panoptic_png import PanopticPNGError, decode_id_png, decode_id_png_runs, runs_of
+from unipan_pipeline.evaluation import pq_compute_files, read_id_png, write_id_png
+from unipan_pipeline.panoptic_png import PanopticPNGError, decode_id_png
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "panopticapi_sample"
 
@@ -115,19 +117,31 @@ def test_pyspng_and_pillow_agree_bitwise(generated: dict[str, tuple[Path, np.nda
         assert np.array_equal(fast.astype(np.int64), ids), name
 
 
-def test_runs_and_the_public_readers(generated: dict[str, tuple[Path, np.ndarray]]) -> None:
+def test_the_public_readers_use_it(
+    generated: dict[str, tuple[Path, np.ndarray]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real = panoptic_png._decode_pillow
+
+    def spy(data: bytes, path: str | os.PathLike) -> np.ndarray:
+        calls.append(Path(path).name)
+        return real(data, path)
+
+    monkeypatch.setattr(panoptic_png, "_PYSPNG", [None])
+    monkeypatch.setattr(panoptic_png, "_decode_pillow", spy)
     for name, (path, ids) in generated.items():
-        shape, starts, values = decode_id_png_runs(path)
-        flat = ids.reshape(-1)
-        assert shape == ids.shape, name
-        assert starts[0] == 0 and (np.diff(starts) > 0).all(), name
-        lengths = np.diff(starts, append=flat.size)
-        assert np.array_equal(np.repeat(values, lengths).astype(np.int64), flat), name  # decodes back
-        assert (values[1:] != values[:-1]).all(), name  # maximal runs
-        assert np.array_equal(read_id_png(path), read_panoptic_png(path)), name
         assert np.array_equal(read_id_png(path).astype(np.int64), ids), name
-    empty_starts, empty_values = runs_of(np.zeros((0, 3), dtype=np.uint32))
-    assert empty_starts.size == 0 and empty_values.size == 0
+        assert np.array_equal(read_panoptic_png(path).astype(np.int64), ids), name
+    assert len(calls) == 2 * len(generated)
+    path, ids = generated["rgb blocks 42x97"]
+    cats = [{"id": 1, "name": "a", "isthing": 0}]
+    segs = [{"id": int(v), "category_id": 1, "iscrowd": 0} for v in np.unique(ids) if v]
+    ann = {"image_id": 1, "file_name": path.name, "segments_info": segs}
+    (path.parent / "one.json").write_text(json.dumps({"annotations": [ann], "categories": cats}))
+    res = pq_compute_files(
+        path.parent / "one.json", path.parent / "one.json", path.parent, path.parent, workers=1
+    )
+    assert res["All"]["pq"] == 1.0 and calls[-2:] == [path.name, path.name]
 
 
 def test_pillow_is_the_fallback_without_pyspng(

@@ -25,8 +25,6 @@ __all__ = [
     "PanopticPNGError",
     "available_backends",
     "decode_id_png",
-    "decode_id_png_runs",
-    "runs_of",
 ]
 
 Backend = Literal["auto", "pyspng", "pillow"]
@@ -137,24 +135,3 @@ def decode_id_png(path: str | os.PathLike, *, backend: Backend = "auto") -> np.n
     if backend == "pillow" or (backend == "auto" and _pyspng() is None):
         return _decode_pillow(data, path)
     return _decode_pyspng(data, path)
-
-
-def runs_of(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Run-length encoding of a flattened id map: (run starts ``int64``, run values)."""
-    flat = ids.reshape(-1)
-    if flat.size == 0:
-        return np.zeros(0, dtype=np.int64), flat[:0]
-    change = np.empty(flat.size, dtype=bool)
-    change[0] = True
-    np.not_equal(flat[1:], flat[:-1], out=change[1:])
-    starts = np.flatnonzero(change)
-    return starts, flat[starts]
-
-
-def decode_id_png_runs(
-    path: str | os.PathLike, *, backend: Backend = "auto"
-) -> tuple[tuple[int, int], np.ndarray, np.ndarray]:
-    """A panoptic PNG as the run-length encoding of its flattened id map: ``((H, W), starts, values)``."""
-    ids = decode_id_png(path, backend=backend)
-    starts, values = runs_of(ids)
-    return (int(ids.shape[0]), int(ids.shape[1])), starts, values
