@@ -9,6 +9,8 @@ import io
 import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -730,3 +732,33 @@ def test_compat_value_is_checked(tmp_path: Path) -> None:
         strict.update(ids, extra, pred_cases[0][1], pred_cases[0][2], image_id=iid)
     stats = compat.update(ids, extra, pred_cases[0][1], pred_cases[0][2], image_id=iid)
     assert 0 in stats.fn_cat.tolist()  # the person (category index 0) without pixels: a false negative
+
+
+def test_command_line_process_is_light_and_agrees(tmp_path: Path) -> None:
+    """``python -m unipan_pipeline.evaluation pq`` as its own process (forked workers): the API's numbers,
+    and no torch / kedro / pycocotools / matplotlib imported on the way."""
+    gt_cases, pred_cases = _compat_set()
+    gj, gd = _write_set(tmp_path, "gt", _COMPAT_CATS, gt_cases)
+    pj, pd = _write_set(tmp_path, "pred", _COMPAT_CATS, pred_cases)
+    out = tmp_path / "res.json"
+    args = ["pq", "--gt-json", str(gj), "--pred-json", str(pj), "--workers", "2", "--output", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "unipan_pipeline.evaluation", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ours = pq_compute_files(gj, pj, gd, pd, workers=1)
+    assert json.loads(out.read_text())["All"] == ours["All"]
+    probe = (
+        "import sys, contextlib, io\n"
+        "from unipan_pipeline.evaluation.__main__ import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main({args!r}) == 0\n"
+        "heavy = ('torch', 'kedro', 'pycocotools', 'matplotlib', 'mlflow')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

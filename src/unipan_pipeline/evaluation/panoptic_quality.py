@@ -729,6 +729,7 @@ def pq_compute_files(
     verbose: bool = False,
     return_accumulator: bool = False,
     compat: str | None = None,
+    start_method: str = "forkserver",
 ) -> Any:
     """Drop-in for ``panopticapi.evaluation.pq_compute`` (same arguments, same result), faster.
 
@@ -741,6 +742,9 @@ def pq_compute_files(
         return_accumulator: return ``(results, accumulator)``; the accumulator has per-class TP/FP/FN/IoU.
         compat: ``None`` (strict: every inconsistency raises) or ``"panopticapi"``: ``pq_compute``'s numbers
             on the inputs it tolerates (module docstring, cases a-c).
+        start_method: how worker processes start. ``"forkserver"`` (default) is safe in a caller that holds
+            threads (torch, MLflow); ``"fork"`` starts faster and is for single-threaded callers such as the
+            command line.
 
     Raises:
         MissingFileError, ImageMismatchError, SegmentMismatchError, UnknownCategoryError (all ``ValueError``).
@@ -765,9 +769,9 @@ def pq_compute_files(
             acc.add(_evaluate_pair(pair))
     else:
         chunk = chunksize or max(1, min(8, len(pairs) // (4 * n_workers)))
-        # forkserver, not fork: the caller may hold threads (torch, MLflow) whose locks a forked child
-        # would inherit mid-use; workers fork from a clean single-threaded server instead.
-        context = multiprocessing.get_context("forkserver")
+        # forkserver by default, not fork: the caller may hold threads (torch, MLflow) whose locks a forked
+        # child would inherit mid-use; workers fork from a clean single-threaded server instead.
+        context = multiprocessing.get_context(start_method)
         with context.Pool(
             n_workers, initializer=_init_worker, initargs=(gt_folder, pred_folder, categories, compat)
         ) as pool:
