@@ -46,6 +46,7 @@ format: install
 	$(BIN)/ruff format .
 
 benchmarks: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'  # hotcoco, compared against in eval_speed.py
 	$(BIN)/python benchmarks/training_step.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/affinity.py

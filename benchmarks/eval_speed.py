@@ -1,18 +1,24 @@
-"""Speed of panoptic-quality evaluation: ours (files, in memory) vs ``panopticapi.evaluation.pq_compute``.
+"""Speed of panoptic-quality evaluation: our PQ command line vs hotcoco's, ours in process vs panopticapi.
 
 Generates (seeded) a Cityscapes-sized set in COCO panoptic format in a temporary folder - street-like
 scenes: stuff bands with wavy boundaries, poles and signs, 10-40 thing instances (ellipses, perspective-
 scaled), crowd regions, void; predictions are jittered re-renderings (shifted boundaries, dropped /
-spurious / relabelled instances, random 24-bit ids) - then times, in one run:
+spurious / relabelled instances, random 24-bit ids); integer image ids, as COCO has (hotcoco requires them) -
+then times, in one run:
 
-* ``pq_compute_files`` (PNG decode + process pool, ``--workers``),
-* ``PQAccumulator.update`` on id maps already in memory (only the update calls are timed),
-* ``panopticapi.evaluation.pq_compute`` (and hotcoco's ``pq_compute`` when importable),
+* side by side, as whole processes (start-up, imports and JSON reading included), ``--repeats`` times each,
+  alternating: ``python -m unipan_pipeline.evaluation pq --workers W`` and hotcoco's
+  ``hotcoco.panoptic.pq_compute`` (``RAYON_NUM_THREADS=W``; install it with ``pip install -e '.[bench]'``;
+  without it that row is left out and said so);
+* in this process: ``pq_compute_files`` (``workers=W``), ``PQAccumulator.update`` on id maps already in
+  memory (only the update calls are timed) and ``panopticapi.evaluation.pq_compute``;
+* a profile of where our time goes (``--profile``): PNG decoding, run-length pass, matching, start-up.
 
-checks that all agree (ours bitwise between entry points, 1e-12 against panopticapi) and prints a table and,
-last, one JSON line.
+Checks that ours agrees (bitwise between entry points and the command line, 1e-12 against panopticapi;
+hotcoco's deviation is printed) and prints a table and, last, one JSON line with the command line's speed-up
+over hotcoco (``cli_speedup_vs_hotcoco``, target >= 1.5).
 
-    python benchmarks/eval_speed.py                 # 200 images of 1024x2048
+    python benchmarks/eval_speed.py                 # 200 images of 1024x2048, 2 workers
     python benchmarks/eval_speed.py --images 20     # quicker
 """
 
@@ -20,11 +26,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
+import importlib.util
 import io
 import json
 import multiprocessing
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,12 +42,24 @@ from typing import Any
 import numpy as np
 from panopticapi.evaluation import pq_compute
 
+from unipan_pipeline.evaluation import panoptic_quality
 from unipan_pipeline.evaluation.panoptic_quality import (
     PQAccumulator,
+    PQCategories,
     pq_compute_files,
     read_id_png,
     write_id_png,
 )
+from unipan_pipeline.panoptic_png import available_backends, decode_id_png
+
+HOTCOCO_SCRIPT = """
+import contextlib, io, json, sys
+from hotcoco.panoptic import pq_compute
+with contextlib.redirect_stdout(io.StringIO()):
+    res = pq_compute(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4])
+with open(sys.argv[5], "w") as f:
+    json.dump(res, f, default=float)
+"""
 
 STUFF = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23]  # Cityscapes label ids
 THINGS = [24, 25, 26, 27, 28, 31, 32, 33]
@@ -211,7 +231,7 @@ def _render(
     return ids, segs
 
 
-def _make_image(args: tuple[int, int, int, int, str]) -> tuple[dict, dict]:
+def _make_image(args: tuple[int, int, int, int, str]) -> tuple[dict, dict, str]:
     k, seed, h, w, root = args
     rng = np.random.default_rng([seed, k])
     scene = _scene(rng, h, w)
@@ -223,8 +243,9 @@ def _make_image(args: tuple[int, int, int, int, str]) -> tuple[dict, dict]:
     write_id_png(Path(root) / "gt" / f"{name}.png", gt)
     write_id_png(Path(root) / "pred" / f"{name}.png", pred)
     return (
-        {"image_id": name, "file_name": f"{name}.png", "segments_info": gt_segs},
-        {"image_id": name, "file_name": f"{name}.png", "segments_info": pred_segs},
+        {"image_id": k, "file_name": f"{name}.png", "segments_info": gt_segs},
+        {"image_id": k, "file_name": f"{name}.png", "segments_info": pred_segs},
+        name,
     )
 
 
@@ -235,7 +256,7 @@ def generate(root: Path, n: int, h: int, w: int, *, seed: int, workers: int) -> 
     with multiprocessing.Pool(workers) as pool:
         pairs = pool.map(_make_image, jobs)
     images = [
-        {"id": g["image_id"], "file_name": g["image_id"] + ".png", "height": h, "width": w} for g, _ in pairs
+        {"id": g["image_id"], "file_name": name + ".png", "height": h, "width": w} for g, _, name in pairs
     ]
     for name, idx in (("gt", 0), ("pred", 1)):
         (root / f"{name}.json").write_text(
@@ -246,11 +267,115 @@ def generate(root: Path, n: int, h: int, w: int, *, seed: int, workers: int) -> 
     return root / "gt.json", root / "pred.json"
 
 
-def _close(a: dict, b: dict, tol: float = 1e-12) -> bool:
+def _max_dev(a: dict, b: dict) -> float:
+    """Largest |a - b| over the All/Things/Stuff and per-class pq, sq, rq (inf if ``n`` or classes differ);
+    per-class keys compared as strings (JSON turns them into strings)."""
+    dev = 0.0
     for g in ("All", "Things", "Stuff"):
-        if a[g]["n"] != b[g]["n"] or any(abs(a[g][k] - float(b[g][k])) > tol for k in ("pq", "sq", "rq")):
-            return False
-    return all(abs(a["per_class"][c][k] - float(v[k])) <= tol for c, v in b["per_class"].items() for k in v)
+        if a[g]["n"] != b[g]["n"]:
+            return float("inf")
+        dev = max([dev, *(abs(float(a[g][k]) - float(b[g][k])) for k in ("pq", "sq", "rq"))])
+    pa = {str(c): v for c, v in a["per_class"].items()}
+    pb = {str(c): v for c, v in b["per_class"].items()}
+    if set(pa) != set(pb):
+        return float("inf")
+    for c, v in pb.items():
+        dev = max([dev, *(abs(float(pa[c][k]) - float(v[k])) for k in ("pq", "sq", "rq"))])
+    return dev
+
+
+def _hotcoco_as_pq_compute(res: dict) -> dict:
+    """hotcoco's one documented difference in the result dict: classes without TP, FP or FN get -1 where
+    pq_compute reports 0. Map those back so that the rest can be compared number for number."""
+    per_class = {}
+    for cid, r in res["per_class"].items():
+        empty = r.get("tp", 1) + r.get("fp", 0) + r.get("fn", 0) == 0
+        per_class[cid] = {"pq": 0.0, "sq": 0.0, "rq": 0.0} if empty else r
+    return {**res, "per_class": per_class}
+
+
+def _close(a: dict, b: dict, tol: float = 1e-12) -> bool:
+    return _max_dev(a, b) <= tol
+
+
+def _timed_process(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - t0
+
+
+def _side_by_side(
+    paths: tuple[str, str, str, str], workers: int, repeats: int, out: Path
+) -> tuple[dict[str, list[float]], dict[str, dict]]:
+    """Whole-process wall times of our command line and hotcoco's pq_compute, alternating, and results."""
+    ours_cmd = [
+        sys.executable,
+        "-m",
+        "unipan_pipeline.evaluation",
+        "pq",
+        "--gt-json",
+        paths[0],
+        "--pred-json",
+        paths[1],
+        "--gt-folder",
+        paths[2],
+        "--pred-folder",
+        paths[3],
+        "--workers",
+        str(workers),
+        "--output",
+        str(out / "ours_cli.json"),
+    ]
+    runs: dict[str, list[float]] = {"ours": []}
+    hot_cmd = None
+    if importlib.util.find_spec("hotcoco") is not None:
+        hot_cmd = [sys.executable, "-c", HOTCOCO_SCRIPT, *paths, str(out / "hotcoco.json")]
+        runs["hotcoco"] = []
+    else:
+        print("(hotcoco not installed: pip install -e '.[bench]'; its row is left out)")
+    hot_env = {**os.environ, "RAYON_NUM_THREADS": str(workers)}
+    for _ in range(repeats):
+        runs["ours"].append(_timed_process(ours_cmd))
+        if hot_cmd is not None:
+            runs["hotcoco"].append(_timed_process(hot_cmd, hot_env))
+    results = {"ours": json.loads((out / "ours_cli.json").read_text())}
+    if hot_cmd is not None:
+        results["hotcoco"] = _hotcoco_as_pq_compute(json.loads((out / "hotcoco.json").read_text()))
+    return runs, results
+
+
+def _profile(root: Path, gt: dict, pred: dict, n: int) -> dict[str, float]:
+    """Milliseconds per image pair of each stage of our file path (one process), and the start-up."""
+    cats = PQCategories.coerce(gt["categories"])
+    stages = {"decode 2 PNGs": 0.0, "joint runs": 0.0, "matching": 0.0}
+    anns = gt["annotations"][:n]
+    for ann in anns:
+        t0 = time.perf_counter()
+        g = decode_id_png(root / "gt" / ann["file_name"])
+        p = decode_id_png(root / "pred" / ann["file_name"])
+        t1 = time.perf_counter()
+        g_run, p_run, lengths = panoptic_quality._runs(g, p)
+        t2 = time.perf_counter()
+        panoptic_quality._evaluate_runs(
+            g_run,
+            p_run,
+            lengths,
+            ann["segments_info"],
+            pred[ann["image_id"]]["segments_info"],
+            categories=cats,
+            image_id=ann["image_id"],
+            gt_file=None,
+            pred_file=None,
+            cat_index=None,
+        )
+        t3 = time.perf_counter()
+        stages["decode 2 PNGs"] += t1 - t0
+        stages["joint runs"] += t2 - t1
+        stages["matching"] += t3 - t2
+    out = {k: 1e3 * v / len(anns) for k, v in stages.items()}
+    cmd = [sys.executable, "-m", "unipan_pipeline.evaluation", "--help"]
+    out["start-up (python -m ... --help), once"] = 1e3 * min(_timed_process(cmd) for _ in range(3))
+    return out
 
 
 def main() -> None:
@@ -259,7 +384,9 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=1024)
     ap.add_argument("--width", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each whole-process command (median)")
+    ap.add_argument("--profile", type=int, default=20, help="images profiled stage by stage (0: none)")
     ap.add_argument("--dir", default=None, help="keep the generated set here (default: a temp folder)")
     args = ap.parse_args()
 
@@ -274,9 +401,15 @@ def main() -> None:
         n = args.images
         rows: list[tuple[str, float, dict | None]] = []
 
+        runs, proc_results = _side_by_side(paths, args.workers, args.repeats, root)
+        cli_s = statistics.median(runs["ours"])
+        hot_s = statistics.median(runs["hotcoco"]) if "hotcoco" in runs else None
+
         t0 = time.perf_counter()
         ours_files = pq_compute_files(*paths, workers=args.workers)
-        rows.append((f"ours, files ({args.workers} workers)", time.perf_counter() - t0, ours_files))
+        rows.append(
+            (f"ours, pq_compute_files ({args.workers} workers)", time.perf_counter() - t0, ours_files)
+        )
 
         gt = json.loads(gt_json.read_text())
         pred = {a["image_id"]: a for a in json.loads(pred_json.read_text())["annotations"]}
@@ -295,45 +428,73 @@ def main() -> None:
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             ref = pq_compute(*paths)
-        rows.append(
-            (f"panopticapi pq_compute ({multiprocessing.cpu_count()} procs)", time.perf_counter() - t0, ref)
-        )
-        try:
-            hotcoco = importlib.import_module("hotcoco")
-            t0 = time.perf_counter()
-            hot = hotcoco.pq_compute(*paths)  # pragma: no cover - optional
-            rows.append(("hotcoco pq_compute", time.perf_counter() - t0, hot))
-        except (ImportError, AttributeError, TypeError) as exc:
-            print(f"(hotcoco not compared: {type(exc).__name__}: {exc})")
+        ref_s = time.perf_counter() - t0
+        rows.append((f"panopticapi pq_compute ({multiprocessing.cpu_count()} procs)", ref_s, ref))
+        profile = _profile(root, gt, pred, min(args.profile, n)) if args.profile > 0 else {}
 
-        ref_s = rows[2][1]
         print(
             f"\n{n} images of {args.height}x{args.width}, generated in {gen_s:.1f} s "
-            f"(segments/image gt {np.mean([len(a['segments_info']) for a in gt['annotations']]):.1f})"
+            f"(segments/image gt {np.mean([len(a['segments_info']) for a in gt['annotations']]):.1f}); "
+            f"PNG decoder: {available_backends()[0]}; load average {os.getloadavg()[0]:.2f}"
         )
-        print(f"{'method':42s} {'seconds':>9s} {'img/s':>8s} {'speed-up':>9s}  PQ")
+        print(f"\nwhole processes, {args.workers} workers, median of {args.repeats} (all runs in brackets)")
+        print(f"{'command':42s} {'seconds':>9s} {'img/s':>8s}  {'PQ':>8s}  dev. from pq_compute")
+        for name, times in runs.items():
+            res = proc_results[name]
+            label = (
+                "ours: python -m unipan_pipeline.evaluation"
+                if name == "ours"
+                else "hotcoco.panoptic.pq_compute"
+            )
+            print(
+                f"{label:42s} {statistics.median(times):9.2f} {n / statistics.median(times):8.1f}  "
+                f"{100 * float(res['All']['pq']):8.4f}  {_max_dev(res, ref):.1e}   "
+                f"[{', '.join(f'{t:.2f}' for t in times)}]"
+            )
+        if hot_s is not None:
+            print(f"ours vs hotcoco: {hot_s / cli_s:.2f}x (target >= 1.5x)")
+        print("\nin this process")
+        print(f"{'method':42s} {'seconds':>9s} {'img/s':>8s} {'vs pq_compute':>14s}  PQ")
         for name, sec, res in rows:
             pq = f"{100 * float(res['All']['pq']):.4f}" if isinstance(res, dict) and "All" in res else "-"
-            print(f"{name:42s} {sec:9.2f} {n / sec:8.1f} {ref_s / sec:8.1f}x  {pq}")
+            print(f"{name:42s} {sec:9.2f} {n / sec:8.1f} {ref_s / sec:13.1f}x  {pq}")
+        if profile:
+            print(
+                f"\nprofile of our file path, one process, {min(args.profile, n)} images (ms per image pair)"
+            )
+            for stage, ms in profile.items():
+                print(f"  {stage:40s} {ms:8.2f}")
         bitwise = ours_files == ours_mem
+        cli_agree = _close(proc_results["ours"], ref)
         agree = _close(ours_files, ref)
-        print(f"ours files == ours in memory (bitwise): {bitwise}; agree with pq_compute to 1e-12: {agree}")
+        print(
+            f"ours files == ours in memory (bitwise): {bitwise}; ours agree with pq_compute to 1e-12: "
+            f"{agree} (command line: {cli_agree})"
+        )
         summary = {
             "images": n,
             "height": args.height,
             "width": args.width,
             "workers": args.workers,
+            "png_decoder": available_backends()[0],
+            "cli_s": cli_s,
+            "hotcoco_s": hot_s,
+            "cli_speedup_vs_hotcoco": hot_s / cli_s if hot_s is not None else None,
+            "target_1.5x_met": (hot_s / cli_s >= 1.5) if hot_s is not None else None,
+            "hotcoco_max_dev_from_pq_compute": _max_dev(proc_results["hotcoco"], ref) if hot_s else None,
             "files_img_per_s": n / rows[0][1],
             "memory_img_per_s": n / mem_s,
             "pq_compute_img_per_s": n / ref_s,
-            "files_speedup": ref_s / rows[0][1],
-            "memory_speedup": ref_s / mem_s,
+            "files_speedup_vs_pq_compute": ref_s / rows[0][1],
+            "memory_speedup_vs_pq_compute": ref_s / mem_s,
             "bitwise_files_eq_memory": bitwise,
-            "agree_pq_compute_1e-12": agree,
+            "agree_pq_compute_1e-12": agree and cli_agree,
+            "profile_ms_per_pair": profile,
+            "load_average_1min": os.getloadavg()[0],
             "pq": ours_files["All"]["pq"],
         }
         print(json.dumps(summary))
-        if not (bitwise and agree):
+        if not (bitwise and agree and cli_agree):
             sys.exit(1)
 
 

@@ -8,8 +8,9 @@ import copy
 import io
 import json
 import math
-import struct
-import zlib
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,9 @@ import pytest
 from cityscapesscripts.evaluation.evalPanopticSemanticLabeling import evaluatePanoptic
 from cityscapesscripts.helpers.labels import labels
 from official import official_pq_compute
-from PIL import Image
 
 from unipan_pipeline.evaluation import (
+    CorruptPNGError,
     ImageMismatchError,
     MissingFileError,
     PQAccumulator,
@@ -30,6 +31,7 @@ from unipan_pipeline.evaluation import (
     read_id_png,
     write_id_png,
 )
+from unipan_pipeline.evaluation.__main__ import main as cli_main
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "panopticapi_sample"
 needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"panopticapi sample data absent: {SAMPLE}")
@@ -444,6 +446,16 @@ def test_bad_input_errors(tmp_path: Path) -> None:
         pq_compute_files(gj, pj, gd, pd, workers=2)
 
 
+def test_corrupt_png_is_named(tmp_path: Path) -> None:
+    gj, pj, gd, pd, _ = _tiny_set(tmp_path)
+    (pd / "img_b.png").write_bytes((pd / "img_b.png").read_bytes()[:40])
+    pattern = r"image 'img_b': panoptic PNG .*pred/img_b\.png cannot be decoded"
+    with pytest.raises(CorruptPNGError, match=pattern):
+        pq_compute_files(gj, pj, gd, pd, workers=1)
+    with pytest.raises(ValueError, match=pattern):  # also from a worker process
+        pq_compute_files(gj, pj, gd, pd, workers=2)
+
+
 @pytest.mark.parametrize(
     ("edit", "error", "pattern"),
     [
@@ -513,86 +525,6 @@ def test_bad_ground_truth_and_in_memory(tmp_path: Path) -> None:
     acc.update(ids, [{"id": 5, "category_id": 1, "iscrowd": 0}], ids, [{"id": 5, "category_id": 1}], "z")
     with pytest.raises(ImageMismatchError, match="'z' was evaluated twice"):
         acc.update(ids, [{"id": 5, "category_id": 1, "iscrowd": 0}], ids, [{"id": 5, "category_id": 1}], "z")
-
-
-def _png_with_filters(path: Path, rgb: np.ndarray) -> None:
-    """Write an 8-bit RGB PNG whose rows cycle through all five PNG filter types (0-4)."""
-    h, w, _ = rgb.shape
-    data = rgb.astype(np.int64)
-    rows = []
-    for y in range(h):
-        cur = data[y].reshape(-1)
-        prev = data[y - 1].reshape(-1) if y else np.zeros_like(cur)
-        left = np.concatenate([np.zeros(3, np.int64), cur[:-3]])
-        upleft = np.concatenate([np.zeros(3, np.int64), prev[:-3]])
-        f = y % 5
-        if f == 0:
-            pred = np.zeros_like(cur)
-        elif f == 1:
-            pred = left
-        elif f == 2:
-            pred = prev
-        elif f == 3:
-            pred = (left + prev) // 2
-        else:
-            p = left + prev - upleft
-            pa, pb, pc = np.abs(p - left), np.abs(p - prev), np.abs(p - upleft)
-            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, upleft))
-        rows.append(bytes([f]) + ((cur - pred) % 256).astype(np.uint8).tobytes())
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"".join(rows))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-
-
-# ---------------------------------------------------------------------------------------------- PNG decoding
-def test_fast_png_decoder_matches_pillow(tmp_path: Path) -> None:
-    from unipan_pipeline.evaluation import pngdecode  # noqa: PLC0415
-
-    rng = np.random.default_rng(3)
-    files = sorted(SAMPLE.glob("panoptic_examples/*.png")) if SAMPLE.is_dir() else []
-    noise = rng.integers(0, 1 << 24, size=(37, 53))  # exercises every PNG row filter
-    blocks = np.repeat(np.repeat(rng.integers(0, 1 << 24, size=(6, 9)), 7, axis=0), 11, axis=1)
-    noise_at = len(files)
-    for k, ids in enumerate((noise, blocks, np.zeros((5, 4), dtype=np.int64))):
-        write_id_png(tmp_path / f"{k}.png", ids)
-        assert (read_id_png(tmp_path / f"{k}.png") == ids).all()
-        files.append(tmp_path / f"{k}.png")
-    rgba = np.concatenate(
-        [
-            noise.astype(np.uint32).view(np.uint8).reshape(37, 53, 4)[..., :3],
-            np.full((37, 53, 1), 255, np.uint8),
-        ],
-        axis=-1,
-    )
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
-    Image.fromarray((blocks % 7).astype(np.uint8), "L").convert("P").save(tmp_path / "palette.png")
-    files += [tmp_path / "rgba.png", tmp_path / "palette.png"]
-    rgb = rng.integers(0, 256, size=(23, 17, 3)).astype(np.uint8)
-    rgb[5:15, 3:12] = rgb[5, 3]  # flat patches too
-    _png_with_filters(tmp_path / "filters.png", rgb)
-    with Image.open(tmp_path / "filters.png") as im:
-        assert (np.asarray(im) == rgb).all()
-    files.append(tmp_path / "filters.png")
-    raw = [pngdecode.decode_id_png(f) for f in files]
-    for f, fast in zip(files, raw, strict=True):
-        ref = pngdecode._decode_pillow(f)
-        assert fast.dtype == np.uint32 and fast.shape == ref.shape and (fast == ref).all(), f
-    assert (raw[noise_at] == noise).all() and (raw[-3] == noise).all()
-    for f in files:
-        shape, starts, values = pngdecode.decode_id_png_runs(f)
-        ref = pngdecode._decode_pillow(f)
-        ref_starts, ref_values = pngdecode.runs_of(ref)
-        assert shape == ref.shape and (starts == ref_starts).all() and (values == ref_values).all(), f
-    if not pngdecode.fast_png_available():
-        pytest.skip("libdeflate or a C compiler is missing: only the Pillow path was checked")
-    for name in ("0.png", "filters.png"):  # the fast path really ran on these
-        data = (tmp_path / name).read_bytes()
-        assert pngdecode._decode_native(data, pngdecode._load()) is not None
-        assert pngdecode._runs_native(data, pngdecode._load()) is not None
 
 
 def test_update_from_model_outputs_and_targets() -> None:
@@ -665,3 +597,168 @@ def test_agrees_with_cityscapes_on_generated_tree(tmp_path: Path) -> None:
     ours = pq_compute_files(gt_json, pred_json, gt_dir, pred_dir, workers=2)
     _assert_close(ours, ref)
     assert 0 < ours["All"]["pq"] < 1 and ours["Things"]["n"] > 0
+
+
+# ---------------------------------------------------------------------------------------------- compat
+_COMPAT_CATS = [
+    {"id": 1, "name": "person", "isthing": 1},
+    {"id": 2, "name": "car", "isthing": 1},
+    {"id": 3, "name": "road", "isthing": 0},
+]
+
+
+def _compat_set() -> tuple[list, list]:
+    """Three 24x32 images: road, people and cars (one crowd car region), void rows, imperfect predictions
+    (shifted, plus a spurious person)."""
+    rng = np.random.default_rng(11)
+    gt_cases, pred_cases = [], []
+    for k in range(3):
+        gt = np.full((24, 32), 1, dtype=np.int64)  # road, id 1
+        segs = [{"id": 1, "category_id": 3, "iscrowd": 0}]
+        for j in range(4):
+            sid = 10 + j
+            y, x = int(rng.integers(2, 16)), int(rng.integers(0, 24))
+            gt[y : y + 7, x : x + 7] = sid
+            segs.append({"id": sid, "category_id": 1 + j % 2, "iscrowd": int(j == 3)})
+        gt[:2] = 0  # void
+        pred = np.roll(gt, (1, k), axis=(0, 1))
+        pred[pred == 0] = 1
+        psegs = [{"id": s["id"], "category_id": s["category_id"]} for s in segs]
+        pred[20:, :5] = 50  # a spurious person
+        psegs.append({"id": 50, "category_id": 1})
+        gt_cases.append((f"img{k}", gt, _prune(gt, segs, recount=True)))
+        pred_cases.append((f"img{k}", pred, _prune(pred, psegs, recount=True)))
+    return gt_cases, pred_cases
+
+
+def _pq(root: Path, gt_cases: list, pred_cases: list, **kwargs: Any) -> dict:
+    gj, gd = _write_set(root, "gt", _COMPAT_CATS, gt_cases)
+    pj, pd = _write_set(root, "pred", _COMPAT_CATS, pred_cases)
+    return pq_compute_files(gj, pj, gd, pd, workers=1, **kwargs)
+
+
+def _check_compat_case(tmp_path: Path, gt_cases: list, pred_cases: list, strict_error: str) -> dict:
+    """Strict (API and command line) raises ``strict_error``; compat (API, 1 and 2 workers, command line)
+    gives ``pq_compute``'s numbers. Returns ours."""
+    gj, gd = _write_set(tmp_path, "gt", _COMPAT_CATS, gt_cases)
+    pj, pd = _write_set(tmp_path, "pred", _COMPAT_CATS, pred_cases)
+    with pytest.raises(ValueError, match=strict_error):
+        pq_compute_files(gj, pj, gd, pd, workers=1)
+    ref = official_pq_compute(gj, pj, gd, pd)
+    ours = pq_compute_files(gj, pj, gd, pd, workers=1, compat="panopticapi")
+    _assert_close(ours, ref)
+    assert pq_compute_files(gj, pj, gd, pd, workers=2, compat="panopticapi") == ours
+    argv = ["pq", "--gt-json", str(gj), "--pred-json", str(pj), "--workers", "1"]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert _quiet(cli_main, argv) == 2
+    assert re.search(strict_error, err.getvalue())
+    out = tmp_path / "res.json"
+    assert _quiet(cli_main, [*argv, "--compat", "panopticapi", "--output", str(out)]) == 0
+    assert json.loads(out.read_text())["All"] == ours["All"]
+    return ours
+
+
+def test_compat_predicted_image_not_in_ground_truth(tmp_path: Path) -> None:
+    gt_cases, pred_cases = _compat_set()
+    ids = gt_cases[0][1].copy()
+    extra = ("img_extra", ids, _prune(ids, [{"id": 10, "category_id": 2}], recount=False))
+    ours = _check_compat_case(
+        tmp_path, gt_cases, [*pred_cases, extra], r"\['img_extra'\] are not in the ground truth"
+    )
+    # ignored (even its PNG, here inconsistent with its json): the numbers without the extra image
+    assert _pq(tmp_path / "plain", gt_cases, pred_cases) == ours
+    assert 0 < ours["All"]["pq"] < 1
+
+
+def test_compat_ground_truth_segment_without_pixels(tmp_path: Path) -> None:
+    gt_cases, pred_cases = _compat_set()
+    base = _pq(tmp_path / "plain", gt_cases, pred_cases)
+    iid, ids, segs = gt_cases[1]
+    crowd_car = next(s for s in segs if s["iscrowd"] == 1)
+    assert crowd_car["category_id"] == 2
+    # the crowd car region has a car predicted on it: ignored with the real crowd region ...
+    pred_ids = pred_cases[1][1].copy()
+    pred_ids[ids == crowd_car["id"]] = 60
+    pred_cases[1] = (iid, pred_ids, _prune(pred_ids, [*pred_cases[1][2], {"id": 60, "category_id": 2}], True))
+    with_crowd = _pq(tmp_path / "crowd", gt_cases, pred_cases)
+    # ... but not once a pixel-less crowd car segment listed last is the crowd region (pq_compute's rule);
+    # and a pixel-less person is a false negative; json areas of pixel-less segments are not read (0 here)
+    segs = [
+        *segs,
+        {"id": 90, "category_id": 1, "iscrowd": 0, "area": 12},
+        {"id": 91, "category_id": 2, "iscrowd": 1, "area": 0},
+    ]
+    gt_cases[1] = (iid, ids, segs)
+    ours = _check_compat_case(
+        tmp_path, gt_cases, pred_cases, r"img1.*ground-truth segment 91 has json area 0 <= 0"
+    )
+    segs[-1]["area"] = 30  # strict, without the area problem: the pixel-less segments themselves
+    with pytest.raises(SegmentMismatchError, match=r"segment ids \[90, 91\] are in segments_info but not"):
+        _pq(tmp_path / "strict", gt_cases, pred_cases)
+    assert ours["per_class"][1]["pq"] < base["per_class"][1]["pq"]  # the extra false negative
+    assert ours["per_class"][2]["pq"] < with_crowd["per_class"][2]["pq"]  # the car is now a false positive
+
+
+def test_compat_ground_truth_png_id_not_in_json(tmp_path: Path) -> None:
+    gt_cases, pred_cases = _compat_set()
+    base = _pq(tmp_path / "plain", gt_cases, pred_cases)
+    iid, ids, segs = gt_cases[2]
+    ids = ids.copy()
+    ids[14:20, 20:30] = 77  # under road and maybe things of the prediction, not listed in the json
+    ids[0:2, 0:6] = 78  # and over void, where the prediction has road
+    gt_cases[2] = (iid, ids, _prune(ids, segs, recount=True))
+    ours = _check_compat_case(
+        tmp_path, gt_cases, pred_cases, r"ground-truth segment ids \[77, 78\] are in the PNG/id map but not"
+    )
+    assert ours["All"]["pq"] != base["All"]["pq"]
+
+
+def test_compat_value_is_checked(tmp_path: Path) -> None:
+    gt_cases, pred_cases = _compat_set()
+    with pytest.raises(ValueError, match=r"compat must be None \(strict\) or one of \['panopticapi'\]"):
+        _pq(tmp_path, gt_cases, pred_cases, compat="cityscapes")
+    with pytest.raises(ValueError, match="compat must be"):
+        PQAccumulator(_COMPAT_CATS, compat="yes")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+        cli_main(["pq", "--gt-json", "g.json", "--pred-json", "p.json", "--compat", "pycoco"])
+    assert "invalid choice: 'pycoco'" in err.getvalue()
+    # in memory: the same tolerance (cases b and c) through the accumulator
+    iid, ids, segs = gt_cases[0]
+    strict, compat = PQAccumulator(_COMPAT_CATS), PQAccumulator(_COMPAT_CATS, compat="panopticapi")
+    extra = [*segs, {"id": 95, "category_id": 1, "iscrowd": 0}]
+    with pytest.raises(SegmentMismatchError, match=r"\[95\] are in segments_info"):
+        strict.update(ids, extra, pred_cases[0][1], pred_cases[0][2], image_id=iid)
+    stats = compat.update(ids, extra, pred_cases[0][1], pred_cases[0][2], image_id=iid)
+    assert 0 in stats.fn_cat.tolist()  # the person (category index 0) without pixels: a false negative
+
+
+def test_command_line_process_is_light_and_agrees(tmp_path: Path) -> None:
+    """``python -m unipan_pipeline.evaluation pq`` as its own process (forked workers): the API's numbers,
+    and no torch / kedro / pycocotools / matplotlib imported on the way."""
+    gt_cases, pred_cases = _compat_set()
+    gj, gd = _write_set(tmp_path, "gt", _COMPAT_CATS, gt_cases)
+    pj, pd = _write_set(tmp_path, "pred", _COMPAT_CATS, pred_cases)
+    out = tmp_path / "res.json"
+    args = ["pq", "--gt-json", str(gj), "--pred-json", str(pj), "--workers", "2", "--output", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "unipan_pipeline.evaluation", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ours = pq_compute_files(gj, pj, gd, pd, workers=1)
+    assert json.loads(out.read_text())["All"] == ours["All"]
+    probe = (
+        "import sys, contextlib, io\n"
+        "from unipan_pipeline.evaluation.__main__ import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main({args!r}) == 0\n"
+        "heavy = ('torch', 'kedro', 'pycocotools', 'matplotlib', 'mlflow')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -1,5 +1,6 @@
 """Prediction on a folder of images with the model of the tiny default-pipeline run (``tiny_project``): the
-Kedro ``predict`` pipeline with ``models:/unipan-cityscapes@champion``, a local bundle, the CLI, errors."""
+Kedro ``predict`` pipeline with ``models:/unipan-cityscapes@champion``, a local bundle, the CLI, errors,
+unreadable images (``on_error: skip | fail``)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from kedro_project import isolated_mlflow, run_kedro
 from PIL import Image
 from test_experiment import tiny_project  # noqa: F401 - shared session fixture
 
+from unipan_pipeline.data import CorruptFileError
 from unipan_pipeline.evaluation import read_id_png
 from unipan_pipeline.experiment.__main__ import main as cli_main
-from unipan_pipeline.experiment.predict import predict_folder
+from unipan_pipeline.experiment.predict import predict_folder, predict_from_params
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +125,88 @@ def test_logged_mlflow_model_predicts_like_the_local_bundle(
         a = read_id_png(tmp_path / "mlflow" / "panoptic" / ann["file_name"])
         b = read_id_png(tmp_path / "local" / "panoptic" / ann["file_name"])
         assert np.array_equal(a, b)
+
+
+@pytest.fixture
+def with_bad_images(images: Path, tmp_path: Path) -> Path:
+    """The three good images plus a truncated PNG and a text file named .jpg, sorted among them."""
+    folder = tmp_path / "mixed"
+    shutil.copytree(images, folder)
+    good = sorted(folder.glob("*.png"))[0]
+    (folder / "aaa_truncated.png").write_bytes(good.read_bytes()[:400])
+    (folder / "zzz_text.jpg").write_text("this is not an image")
+    return folder
+
+
+def test_predict_pipeline_skips_unreadable_images(
+    tiny_project: Path,  # noqa: F811
+    with_bad_images: Path,
+    images: Path,
+) -> None:
+    out = tiny_project / "data/07_model_output/predict_mixed"
+    run_kedro(
+        tiny_project,
+        ["predict"],
+        {
+            "predict": {
+                "input_dir": str(with_bad_images),
+                "model_uri": str(tiny_project / "data/06_models/demo"),
+                "output_dir": str(out),
+                "progress_bar": False,
+            }
+        },
+    )
+    data = _check_output(out, images)  # the three good images, nothing for the bad ones
+    assert {a["file_name"] for a in data["annotations"]} == {f"{p.stem}.png" for p in images.iterdir()}
+    assert not (out / "panoptic" / "aaa_truncated.png").exists()
+    summary = json.loads((tiny_project / "data/07_model_output/predict_summary.json").read_text())
+    assert summary["on_error"] == "skip" and summary["n_images"] == 3 and summary["n_failed"] == 2
+    assert [f["file"] for f in summary["failed"]] == ["aaa_truncated.png", "zzz_text.jpg"]
+    assert all("cannot be decoded" in f["error"] for f in summary["failed"])
+
+
+def test_predict_on_error_fail_raises_after_writing_the_good_ones(
+    tiny_project: Path,  # noqa: F811
+    with_bad_images: Path,
+    images: Path,
+    tmp_path: Path,
+) -> None:
+    params = {
+        "input_dir": str(with_bad_images),
+        "model_uri": str(tiny_project / "data/06_models/demo"),
+        "output_dir": str(tmp_path / "out"),
+        "progress_bar": False,
+        "on_error": "fail",
+    }
+    with pytest.raises(
+        CorruptFileError, match=r"2 of 5 images could not be read .*aaa_truncated\.png: .*zzz_text\.jpg: "
+    ):
+        predict_from_params(params)
+    _check_output(tmp_path / "out", images)
+    # the command line: same, exit status 2 with the list
+    argv = ["predict", "--model", params["model_uri"], "--input", params["input_dir"]]
+    assert cli_main([*argv, "--output", str(tmp_path / "cli"), "--on-error", "fail", "--no-overlays"]) == 2
+    assert len(json.loads((tmp_path / "cli" / "panoptic_predictions.json").read_text())["images"]) == 3
+    assert cli_main([*argv, "--output", str(tmp_path / "cli2"), "--no-overlays"]) == 0
+    # nothing readable at all: an error in both modes, no output folder
+    (tmp_path / "bad_only").mkdir()
+    shutil.copy(with_bad_images / "zzz_text.jpg", tmp_path / "bad_only")
+    with pytest.raises(CorruptFileError, match=r"none of its 1 images could be read: zzz_text\.jpg"):
+        predict_folder(tmp_path / "bad_only", params["model_uri"], tmp_path / "none", progress_bar=False)
+    assert not (tmp_path / "none").exists()
+
+
+def test_predict_bad_on_error_value(tmp_path: Path) -> None:
+    params = {
+        "input_dir": str(tmp_path),
+        "model_uri": "x",
+        "output_dir": str(tmp_path / "o"),
+        "on_error": "ignore",
+    }
+    with pytest.raises(
+        ValueError, match=r"params:predict\.on_error must be one of \['skip', 'fail'\], got 'ignore'"
+    ):
+        predict_from_params(params)
+    with pytest.raises(ValueError, match=r"on_error must be one of \['skip', 'fail'\], got True"):
+        predict_folder(tmp_path, "x", tmp_path / "o", on_error=True)  # type: ignore[arg-type]
+    assert not (tmp_path / "o").exists()

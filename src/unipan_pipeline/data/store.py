@@ -45,6 +45,7 @@ from unipan_pipeline.data.errors import (
     SegmentMismatchError,
     UnknownCategoryError,
 )
+from unipan_pipeline.panoptic_png import PanopticPNGError, decode_id_png
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +71,15 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
 
 
 def read_panoptic_png(path: str | os.PathLike) -> np.ndarray:
-    """Decode a panoptic PNG to a uint32 ``[H, W]`` id map; bad files raise errors naming the file."""
+    """Decode a panoptic PNG to a uint32 ``[H, W]`` id map (through :mod:`unipan_pipeline.panoptic_png`);
+    bad files raise errors naming the file."""
     path = Path(path)
     if not path.is_file():
         raise MissingDataError(f"panoptic PNG {path} does not exist")
     try:
-        with Image.open(path) as im:
-            im.load()
-            mode = im.mode
-            arr = np.asarray(im.convert("RGB") if mode in ("RGBA", "P") else im)
-    except (OSError, SyntaxError, ValueError) as err:
-        raise CorruptFileError(f"panoptic PNG {path} cannot be decoded (truncated/corrupt?): {err}") from None
-    if mode not in ("RGB", "RGBA", "P") or arr.ndim != 3:
-        raise CorruptFileError(f"panoptic PNG {path} has mode {mode!r}; expected an RGB id-encoded PNG")
-    return rgb_to_id(arr)
+        return decode_id_png(path)
+    except PanopticPNGError as err:
+        raise CorruptFileError(str(err)) from None
 
 
 def read_rgb_image(path: str | os.PathLike) -> np.ndarray:

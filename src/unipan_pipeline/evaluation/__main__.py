@@ -1,26 +1,22 @@
 """Command line: ``python -m unipan_pipeline.evaluation pq --gt-json G --gt-folder GF --pred-json P
---pred-folder PF [--output out.json] [--workers N] [--per-class]``.
+--pred-folder PF [--output out.json] [--workers N] [--per-class] [--compat panopticapi]``.
 
 Prints ``pq_compute``'s table and writes its result structure as JSON (atomically; ``nan`` -> ``null``).
-Exit status 2 with a one-line message on bad input.
+Exit status 2 with a one-line message on bad input. Strict by default; ``--compat panopticapi`` accepts the
+inputs that ``pq_compute`` tolerates (a predicted image not in the ground truth, a ground-truth segment
+without pixels, a ground-truth PNG id missing from its json) and returns its numbers for them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-
-from unipan_pipeline.evaluation.errors import EvaluationError
-from unipan_pipeline.evaluation.panoptic_quality import (
-    format_pq_table,
-    pq_compute_files,
-    results_to_jsonable,
-)
 
 
 def _write_json_atomic(path: Path, data: object) -> None:
@@ -35,7 +31,16 @@ def _write_json_atomic(path: Path, data: object) -> None:
         raise
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, start_method: str = "forkserver") -> int:
+    """Run the command line; ``start_method``: how PQ worker processes start (``pq_compute_files``)."""
+    from unipan_pipeline.evaluation.errors import EvaluationError  # noqa: PLC0415 - after the env set-up
+    from unipan_pipeline.evaluation.panoptic_quality import (  # noqa: PLC0415
+        COMPAT_MODES,
+        format_pq_table,
+        pq_compute_files,
+        results_to_jsonable,
+    )
+
     parser = argparse.ArgumentParser(prog="python -m unipan_pipeline.evaluation", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     pq = sub.add_parser("pq", help="panoptic quality from COCO panoptic json + PNG folders")
@@ -46,6 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     pq.add_argument("--output", default=None, help="write the result JSON here")
     pq.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     pq.add_argument("--per-class", action="store_true", help="also print the per-class table")
+    pq.add_argument(
+        "--compat",
+        choices=COMPAT_MODES,
+        default=None,
+        help="panopticapi: tolerate what pq_compute tolerates, with its numbers (default: strict)",
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -56,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.pred_folder,
             workers=args.workers,
             return_accumulator=True,
+            compat=args.compat,
+            start_method=start_method,
         )
     except (EvaluationError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -68,4 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # A process of its own, with no threads: PQ needs no BLAS thread pool, and the workers can simply be
+    # forked (faster than the forkserver that in-process callers such as tests get).
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    sys.exit(main(start_method="fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"))

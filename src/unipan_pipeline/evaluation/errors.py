@@ -16,6 +16,10 @@ class MissingFileError(EvaluationError, FileNotFoundError):
     """A json file, folder or PNG that the evaluation needs does not exist."""
 
 
+class CorruptPNGError(EvaluationError):
+    """A PNG exists but cannot be decoded as a panoptic id map (not a PNG, truncated, wrong colour type)."""
+
+
 class ImageMismatchError(EvaluationError):
     """Ground truth and prediction do not cover the same images (or an image is listed twice)."""
 

@@ -30,7 +30,7 @@ Implementation: the pair of id maps is run-length encoded (panoptic maps are pie
 instead of 2x10^6 pixels), run values are mapped to compact indices (0 = unknown id, 1 = void, 2.. = the
 segments in ``segments_info`` order) and one ``np.bincount`` of ``gt_idx * n_pred + pred_idx`` weighted by
 run length gives the whole intersection matrix; all decisions are then taken on that small matrix. PNGs are
-decoded by :mod:`.pngdecode` (libdeflate + C unfilter when available, else Pillow).
+decoded by :mod:`unipan_pipeline.panoptic_png` (pyspng when installed, else Pillow).
 
 Matched IoUs are summed per category in image order and, within an image, in increasing (gt id, pred id)
 order - the order of ``pq_compute`` on one core - so results are bitwise identical whatever the number of
@@ -43,11 +43,24 @@ for the ground truth, which ``pq_compute`` silently tolerates), unknown category
 truth, which ``pq_compute`` silently ignores), duplicated segment / image ids, id 0 listed as a segment, a
 predicted image absent from the ground truth (``pq_compute`` ignores it) and a ground-truth image without
 prediction.
+
+``compat="panopticapi"`` (every entry point; ``--compat panopticapi`` on the command line) accepts, with a
+logged warning, the three inputs on which ``pq_compute`` returns a number and gives exactly its numbers:
+
+(a) a predicted image that is not in the ground truth - ignored, its PNG is not read;
+(b) a ground-truth ``segments_info`` segment with no pixel in the PNG - never matched, so a false negative
+    (a crowd one is still the crowd region of its category when listed last, as in ``pq_compute``);
+(c) a ground-truth PNG id missing from ``segments_info`` - its pixels are neither a segment nor void: they
+    are never matched, count in the predicted segments' areas and do not excuse a false positive.
+
+Everything else stays an error in both modes (``pq_compute`` raises on those too, or they are not among the
+three cases above).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -57,23 +70,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from unipan_pipeline.evaluation.errors import (
+    CorruptPNGError,
     ImageMismatchError,
     MissingFileError,
     SegmentMismatchError,
     ShapeMismatchError,
     UnknownCategoryError,
 )
-from unipan_pipeline.evaluation.pngdecode import decode_id_png, decode_id_png_runs, fast_png_available
+from unipan_pipeline.panoptic_png import PanopticPNGError, decode_id_png
+
+log = logging.getLogger(__name__)
 
 VOID = 0
 """Segment id of void pixels in panoptic PNGs."""
+COMPAT_MODES = ("panopticapi",)
+"""Values of ``compat``: ``None`` (strict, the default) or ``"panopticapi"`` (``pq_compute``'s tolerance)."""
 _RGB_ID_LIMIT = 1 << 24
 _UNKNOWN, _VOID_IDX, _FIRST_SEG = 0, 1, 2
 
 __all__ = [
+    "COMPAT_MODES",
     "VOID",
     "PQAccumulator",
     "PQCategories",
@@ -93,7 +111,7 @@ __all__ = [
 def read_id_png(path: str | os.PathLike) -> np.ndarray:
     """Decode a COCO panoptic PNG into a ``uint32 [H, W]`` id map, ``id = R + 256 G + 256^2 B``.
 
-    libdeflate + a small C unfilter when available (:mod:`.pngdecode`), else Pillow; same result.
+    :func:`unipan_pipeline.panoptic_png.decode_id_png` (pyspng, else Pillow; same result).
     """
     return decode_id_png(path)
 
@@ -108,6 +126,8 @@ def id_to_rgb(ids: np.ndarray) -> np.ndarray:
 
 def write_id_png(path: str | os.PathLike, ids: np.ndarray) -> None:
     """Write an id map as a COCO panoptic RGB PNG (atomically: temp file + rename)."""
+    from PIL import Image  # noqa: PLC0415 - not needed to read PNGs: keeps the PQ command line's start-up light
+
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     Image.fromarray(id_to_rgb(ids)).save(tmp, format="PNG")
@@ -182,6 +202,13 @@ def _compact(values: np.ndarray, seg_ids: np.ndarray) -> np.ndarray:
     return np.where(skeys[pos] == v, sval[pos], _UNKNOWN)
 
 
+def check_compat(compat: str | None) -> str | None:
+    """Validate a ``compat`` argument: ``None`` (strict) or one of :data:`COMPAT_MODES`."""
+    if compat is not None and compat not in COMPAT_MODES:
+        raise ValueError(f"compat must be None (strict) or one of {list(COMPAT_MODES)}, got {compat!r}")
+    return compat
+
+
 def _as_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):  # torch tensor, without importing torch
         x = x.detach().cpu().numpy()
@@ -216,8 +243,11 @@ def _parse_segments(
     what: str,
     where: str,
     need_crowd: bool,
+    *,
+    check_area: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """-> ids, category indices, iscrowd, json areas (-1 where absent)."""
+    """-> ids, category indices, iscrowd, json areas (-1 where absent; an area <= 0 raises, or is kept as 0
+    without ``check_area``)."""
     n = len(segments)
     ids = np.empty(n, dtype=np.int64)
     cats = np.empty(n, dtype=np.int64)
@@ -249,7 +279,11 @@ def _parse_segments(
             if "area" in seg and seg["area"] is not None:
                 areas[k] = int(seg["area"])
                 if areas[k] <= 0:
-                    raise SegmentMismatchError(f"{where}: {what} segment {sid} has json area {areas[k]} <= 0")
+                    if check_area:
+                        raise SegmentMismatchError(
+                            f"{where}: {what} segment {sid} has json area {areas[k]} <= 0"
+                        )
+                    areas[k] = 0
     return ids, cats, crowd, areas
 
 
@@ -270,6 +304,7 @@ def evaluate_image(
     gt_file: str | None = None,
     pred_file: str | None = None,
     cat_index: Mapping[int, int] | None = None,
+    compat: str | None = None,
 ) -> ImageStats:
     """TP / FP / FN and matched IoUs of one image (the body of ``pq_compute_single_core``, vectorised).
 
@@ -278,6 +313,7 @@ def evaluate_image(
         gt_segments, pred_segments: ``segments_info`` lists (``id``, ``category_id``; gt also ``iscrowd`` and
             optionally ``area``; a prediction's ``area`` is ignored and counted, as ``pq_compute`` does).
         categories: evaluated categories.
+        compat: ``None`` (strict) or ``"panopticapi"`` (module docstring, cases b and c).
 
     Raises:
         SegmentMismatchError, UnknownCategoryError, ShapeMismatchError: naming the image and segment.
@@ -297,6 +333,7 @@ def evaluate_image(
         gt_file=gt_file,
         pred_file=pred_file,
         cat_index=cat_index,
+        compat=check_compat(compat),
     )
 
 
@@ -314,16 +351,6 @@ def _check_shapes(
         )
 
 
-def _merge_runs(
-    g_starts: np.ndarray, g_values: np.ndarray, p_starts: np.ndarray, p_values: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Joint runs of two maps given each one's run-length encoding (starts sorted, first start 0)."""
-    starts = np.union1d(g_starts, p_starts)
-    g_run = g_values[np.searchsorted(g_starts, starts, side="right") - 1]
-    p_run = p_values[np.searchsorted(p_starts, starts, side="right") - 1]
-    return g_run, p_run, np.diff(starts, append=n)
-
-
 def _evaluate_runs(
     g_run: np.ndarray,
     p_run: np.ndarray,
@@ -336,10 +363,14 @@ def _evaluate_runs(
     gt_file: str | None,
     pred_file: str | None,
     cat_index: Mapping[int, int] | None,
+    compat: str | None = None,
 ) -> ImageStats:
     cat_index = categories.index if cat_index is None else cat_index
+    strict = compat is None
     gwhere, pwhere = _where(image_id, gt_file), _where(image_id, pred_file)
-    g_sid, g_cat, g_crowd, g_area = _parse_segments(gt_segments, cat_index, "ground-truth", gwhere, True)
+    g_sid, g_cat, g_crowd, g_area = _parse_segments(
+        gt_segments, cat_index, "ground-truth", gwhere, True, check_area=strict
+    )
     p_sid, p_cat, _, _ = _parse_segments(pred_segments, cat_index, "predicted", pwhere, False)
     n_g, n_p = len(g_sid) + _FIRST_SEG, len(p_sid) + _FIRST_SEG
 
@@ -348,13 +379,15 @@ def _evaluate_runs(
     conf = np.bincount(g_idx * n_p + p_idx, weights=lengths, minlength=n_g * n_p)
     conf = conf.astype(np.int64).reshape(n_g, n_p)
 
-    # ---- sanity checks (pq_compute's, plus the same ones on the ground truth)
+    # ---- sanity checks (pq_compute's, plus - unless compat - the same ones on the ground truth)
     if conf[_UNKNOWN].any():
-        raise SegmentMismatchError(
+        message = (
             f"{gwhere}: ground-truth segment ids {_unknown_ids(g_run, g_sid)} are in the PNG/id map "
-            "but not in "
-            "segments_info"
+            "but not in segments_info"
         )
+        if strict:
+            raise SegmentMismatchError(message)
+        log.warning("%s (compat=%s: neither a segment nor void, as in pq_compute)", message, compat)
     if conf[:, _UNKNOWN].any():
         raise SegmentMismatchError(
             f"{pwhere}: predicted segment ids {_unknown_ids(p_run, p_sid)} are in the PNG/id map but not in "
@@ -368,10 +401,17 @@ def _evaluate_runs(
             "the PNG/id map"
         )
     if (g_pix == 0).any():
-        raise SegmentMismatchError(
+        message = (
             f"{gwhere}: ground-truth segment ids {g_sid[g_pix == 0].tolist()} are in segments_info but not "
             "in the PNG/id map"
         )
+        if strict:
+            raise SegmentMismatchError(message)
+        log.warning("%s (compat=%s: unmatched, as in pq_compute)", message, compat)
+    bad_area = (g_area == 0) & (g_pix > 0)  # only left by compat; pq_compute never reads the area of a
+    if bad_area.any():  # segment without pixels, so such a json area is tolerated there
+        sid = int(g_sid[np.flatnonzero(bad_area)[0]])
+        raise SegmentMismatchError(f"{gwhere}: ground-truth segment {sid} has json area <= 0")
     g_area = np.where(g_area >= 0, g_area, g_pix)
 
     # ---- matching
@@ -425,8 +465,10 @@ class PQAccumulator:
         results = acc.compute()                    # {"All": {...}, "Things": ..., "Stuff": ..., "per_class"}
     """
 
-    def __init__(self, categories: Any) -> None:
+    def __init__(self, categories: Any, *, compat: str | None = None) -> None:
+        """``compat``: ``None`` (strict) or ``"panopticapi"`` (module docstring, cases b and c)."""
         self.categories = PQCategories.coerce(categories)
+        self.compat = check_compat(compat)
         self._cat_index = self.categories.index
         k = len(self.categories.ids)
         self.tp = np.zeros(k, dtype=np.int64)
@@ -454,6 +496,7 @@ class PQAccumulator:
             self.categories,
             image_id=image_id if image_id is not None else self.num_images,
             cat_index=self._cat_index,
+            compat=self.compat,
         )
         self.add(stats)
         return stats
@@ -583,9 +626,15 @@ def update_from_model(
 _WORKER_STATE: dict[str, Any] = {}
 
 
-def _init_worker(gt_folder: str, pred_folder: str, categories: PQCategories) -> None:
+def _init_worker(
+    gt_folder: str, pred_folder: str, categories: PQCategories, compat: str | None = None
+) -> None:
     _WORKER_STATE.update(
-        gt_folder=gt_folder, pred_folder=pred_folder, categories=categories, cat_index=categories.index
+        gt_folder=gt_folder,
+        pred_folder=pred_folder,
+        categories=categories,
+        cat_index=categories.index,
+        compat=compat,
     )
 
 
@@ -599,10 +648,13 @@ def _evaluate_pair(pair: tuple[dict[str, Any], dict[str, Any]]) -> ImageStats:
         raise MissingFileError(f"image {image_id!r}: prediction PNG {pred_file} does not exist")
     if not os.path.isfile(gt_file):
         raise MissingFileError(f"image {image_id!r}: ground-truth PNG {gt_file} does not exist")
-    gshape, g_starts, g_values = decode_id_png_runs(gt_file)
-    pshape, p_starts, p_values = decode_id_png_runs(pred_file)
-    _check_shapes(gshape, pshape, image_id, gt_file, pred_file)
-    g_run, p_run, lengths = _merge_runs(g_starts, g_values, p_starts, p_values, gshape[0] * gshape[1])
+    try:
+        gt = decode_id_png(gt_file)
+        pred = decode_id_png(pred_file)
+    except PanopticPNGError as exc:
+        raise CorruptPNGError(f"image {image_id!r}: {exc}") from None
+    _check_shapes(gt.shape, pred.shape, image_id, gt_file, pred_file)
+    g_run, p_run, lengths = _runs(gt, pred)  # one joint pass: cheaper than two RLEs and a merge
     return _evaluate_runs(
         g_run,
         p_run,
@@ -614,6 +666,7 @@ def _evaluate_pair(pair: tuple[dict[str, Any], dict[str, Any]]) -> ImageStats:
         gt_file=gt_file,
         pred_file=pred_file,
         cat_index=st["cat_index"],
+        compat=st["compat"],
     )
 
 
@@ -632,8 +685,11 @@ def match_annotations(
     pred_json: Mapping[str, Any],
     gt_name: str = "ground truth",
     pred_name: str = "prediction",
+    compat: str | None = None,
 ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """Pair gt and predicted annotations by ``image_id`` (gt order); every image must be in both, once."""
+    """Pair gt and predicted annotations by ``image_id`` (gt order); every image must be in both, once
+    (``compat="panopticapi"``: predicted images absent from the ground truth are ignored, as ``pq_compute``
+    does)."""
     gt_anns = list(gt_json.get("annotations", []))
     pred_anns = list(pred_json.get("annotations", []))
     preds: dict[Any, dict[str, Any]] = {}
@@ -653,9 +709,12 @@ def match_annotations(
         pairs.append((ann, preds[iid]))
     extra = [iid for iid in preds if iid not in seen]
     if extra:
-        raise ImageMismatchError(
-            f"{pred_name}: predicted images {extra[:10]} are not in the ground truth ({gt_name})"
+        message = (
+            f"{pred_name}: {len(extra)} predicted images {extra[:10]} are not in the ground truth ({gt_name})"
         )
+        if check_compat(compat) is None:
+            raise ImageMismatchError(message)
+        log.warning("%s (compat=%s: ignored, as in pq_compute)", message, compat)
     return pairs
 
 
@@ -669,6 +728,8 @@ def pq_compute_files(
     chunksize: int | None = None,
     verbose: bool = False,
     return_accumulator: bool = False,
+    compat: str | None = None,
+    start_method: str = "forkserver",
 ) -> Any:
     """Drop-in for ``panopticapi.evaluation.pq_compute`` (same arguments, same result), faster.
 
@@ -679,10 +740,16 @@ def pq_compute_files(
             not depend on it (bitwise).
         verbose: print ``pq_compute``'s table.
         return_accumulator: return ``(results, accumulator)``; the accumulator has per-class TP/FP/FN/IoU.
+        compat: ``None`` (strict: every inconsistency raises) or ``"panopticapi"``: ``pq_compute``'s numbers
+            on the inputs it tolerates (module docstring, cases a-c).
+        start_method: how worker processes start. ``"forkserver"`` (default) is safe in a caller that holds
+            threads (torch, MLflow); ``"fork"`` starts faster and is for single-threaded callers such as the
+            command line.
 
     Raises:
         MissingFileError, ImageMismatchError, SegmentMismatchError, UnknownCategoryError (all ``ValueError``).
     """
+    compat = check_compat(compat)
     gt_json_file, pred_json_file = str(gt_json_file), str(pred_json_file)
     gt_folder = str(gt_folder) if gt_folder is not None else gt_json_file.replace(".json", "")
     pred_folder = str(pred_folder) if pred_folder is not None else pred_json_file.replace(".json", "")
@@ -692,22 +759,21 @@ def pq_compute_files(
         if not os.path.isdir(folder):
             raise MissingFileError(f"{what} segmentation folder {folder} does not exist")
     categories = PQCategories.coerce(gt_json["categories"])
-    pairs = match_annotations(gt_json, pred_json, gt_json_file, pred_json_file)
-    acc = PQAccumulator(categories)
-    fast_png_available()  # compile / load the fast decoder once, before forking workers
+    pairs = match_annotations(gt_json, pred_json, gt_json_file, pred_json_file, compat=compat)
+    acc = PQAccumulator(categories, compat=compat)
     n_workers = (os.cpu_count() or 1) if workers is None else int(workers)
     n_workers = max(1, min(n_workers, len(pairs)))
     if n_workers <= 1:
-        _init_worker(gt_folder, pred_folder, categories)
+        _init_worker(gt_folder, pred_folder, categories, compat)
         for pair in pairs:
             acc.add(_evaluate_pair(pair))
     else:
         chunk = chunksize or max(1, min(8, len(pairs) // (4 * n_workers)))
-        # forkserver, not fork: the caller may hold threads (torch, MLflow) whose locks a forked child
-        # would inherit mid-use; workers fork from a clean single-threaded server instead.
-        context = multiprocessing.get_context("forkserver")
+        # forkserver by default, not fork: the caller may hold threads (torch, MLflow) whose locks a forked
+        # child would inherit mid-use; workers fork from a clean single-threaded server instead.
+        context = multiprocessing.get_context(start_method)
         with context.Pool(
-            n_workers, initializer=_init_worker, initargs=(gt_folder, pred_folder, categories)
+            n_workers, initializer=_init_worker, initargs=(gt_folder, pred_folder, categories, compat)
         ) as pool:
             for stats in pool.imap(_evaluate_pair, pairs, chunksize=chunk):
                 acc.add(stats)

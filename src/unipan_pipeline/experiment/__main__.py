@@ -1,5 +1,5 @@
 """Command line: ``python -m unipan_pipeline.experiment predict --model URI --input DIR --output DIR
-[--device auto|cpu|cuda] [--no-overlays] [--tracking-uri URI]``.
+[--device auto|cpu|cuda] [--no-overlays] [--on-error skip|fail] [--tracking-uri URI]``.
 
 ``URI``: ``models:/unipan-cityscapes@champion``, ``models:/unipan-cityscapes/3``, ``runs:/<run id>/model``,
 a run id, a model bundle folder (``data/06_models/<name>``) or a training manifest json. MLflow URIs are
@@ -27,6 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="output folder (replaced atomically)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-overlays", action="store_true")
+    p.add_argument(
+        "--on-error",
+        choices=("skip", "fail"),
+        default="skip",
+        help="an unreadable image: skip it (default) or, after predicting the others, fail",
+    )
     p.add_argument("--tracking-uri", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -39,7 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         summary = predict_folder(
-            args.input, args.model, args.output, overlays=not args.no_overlays, device=args.device
+            args.input,
+            args.model,
+            args.output,
+            overlays=not args.no_overlays,
+            device=args.device,
+            on_error=args.on_error,
         )
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -10,6 +10,11 @@ Output folder (replaced atomically)::
     panoptic_predictions.json   COCO panoptic: images, annotations (segments_info, dataset ids), categories
     panoptic/<stem>.png         id maps (id = R + 256 G + 256^2 B, 0 = void), at each input's size
     overlays/<stem>.png         the image with segments coloured by category and outlined (with overlays)
+
+Unreadable images (truncated, not an image): with ``on_error="skip"`` (the default) each one is logged by
+name and skipped, the others are predicted and written, and the summary lists the skipped ones
+(``failed``); with ``on_error="fail"`` the readable images are still all predicted and written, then a
+:class:`~unipan_pipeline.data.errors.CorruptFileError` listing the skipped files is raised.
 """
 
 from __future__ import annotations
@@ -18,21 +23,40 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
 from unipan_pipeline.categories import CategoryMap
+from unipan_pipeline.data.errors import CorruptFileError, MissingDataError
 from unipan_pipeline.data.store import atomic_directory, read_rgb_image
 from unipan_pipeline.evaluation import write_id_png
 from unipan_pipeline.experiment.common import atomic_write_json, check_keys, load_model_uri, plain
 
 log = logging.getLogger(__name__)
 
-PREDICT_KEYS = {"input_dir", "model_uri", "output_dir", "extensions", "overlays", "device", "progress_bar"}
+PREDICT_KEYS = {
+    "input_dir",
+    "model_uri",
+    "output_dir",
+    "extensions",
+    "overlays",
+    "device",
+    "progress_bar",
+    "on_error",
+}
 DEFAULT_EXTENSIONS = (".png", ".jpg", ".jpeg")
+OnError = Literal["skip", "fail"]
+ON_ERROR_CHOICES = ("skip", "fail")
+
+
+def check_on_error(on_error: Any, where: str = "on_error") -> OnError:
+    """Validate ``on_error`` (``"skip"`` or ``"fail"``); else a ``ValueError`` naming ``where``."""
+    if on_error not in ON_ERROR_CHOICES:
+        raise ValueError(f"{where} must be one of {list(ON_ERROR_CHOICES)}, got {on_error!r}")
+    return on_error
 
 
 def overlay(
@@ -84,17 +108,29 @@ def predict_folder(
     overlays: bool = True,
     device: str = "auto",
     progress_bar: bool = True,
+    on_error: OnError = "skip",
 ) -> dict[str, Any]:
     """Run the model on every image of ``input_dir``; write the output folder (module docstring).
 
+    Args:
+        on_error: ``"skip"``: log and skip unreadable images; ``"fail"``: the same, then raise once all the
+            readable images are written.
+
     Returns:
-        A summary: model reference, number of images, output paths, seconds.
+        A summary: model reference, number of images predicted, the skipped images (``failed``: file name
+        and error), output paths, seconds.
+
+    Raises:
+        CorruptFileError: ``on_error="fail"`` and some images were unreadable (after writing the others), or
+            no image at all could be read.
     """
     t0 = time.perf_counter()
+    on_error = check_on_error(on_error)
     files = list_images(input_dir, extensions)
     loaded = load_model_uri(model_uri, device=device)
     categories = loaded.categories
     images, annotations = [], []
+    failed: list[dict[str, str]] = []
     stems = [f.stem for f in files]
     if len(set(stems)) != len(stems):
         raise ValueError(
@@ -105,7 +141,12 @@ def predict_folder(
         if overlays:
             (tmp / "overlays").mkdir()
         for path in tqdm(files, desc="predict", disable=not progress_bar):
-            rgb = read_rgb_image(path)
+            try:
+                rgb = read_rgb_image(path)
+            except (CorruptFileError, MissingDataError) as err:
+                log.warning("skipping unreadable image %s: %s", path.name, err)
+                failed.append({"file": path.name, "error": str(err)})
+                continue
             result = loaded.predictor.predict_images([rgb])[0]
             ids = result["panoptic"]
             segments = [plain(s) for s in result["segments_info"]]
@@ -124,6 +165,11 @@ def predict_folder(
                     "segments_info": [{**s, "iscrowd": 0} for s in segments],
                 }
             )
+        if not images:
+            raise CorruptFileError(
+                f"prediction input folder {input_dir}: none of its {len(files)} images could be read: "
+                + _list_failed(failed)
+            )
         atomic_write_json(
             tmp / "panoptic_predictions.json",
             {"images": images, "annotations": annotations, "categories": categories.to_coco()},
@@ -131,30 +177,52 @@ def predict_folder(
     wall = time.perf_counter() - t0
     log.info(
         "predicted %d images of %s with %s into %s (%.1f s)",
-        len(files),
+        len(images),
         input_dir,
         loaded.source,
         output_dir,
         wall,
     )
+    if failed:
+        log.warning(
+            "%d of the %d images of %s could not be read and were skipped: %s",
+            len(failed),
+            len(files),
+            input_dir,
+            ", ".join(f["file"] for f in failed),
+        )
+    if failed and on_error == "fail":
+        raise CorruptFileError(
+            f"prediction input folder {input_dir}: {len(failed)} of {len(files)} images could not be read "
+            f"(on_error='fail'; the {len(images)} others were predicted into {output_dir}): "
+            + _list_failed(failed)
+        )
     return {
         "model_uri": str(model_uri),
         "model_source": loaded.source,
         "input_dir": str(input_dir),
         "output_dir": str(output_dir),
-        "n_images": len(files),
+        "n_images": len(images),
+        "n_failed": len(failed),
+        "failed": failed,
+        "on_error": on_error,
         "json": str(Path(output_dir) / "panoptic_predictions.json"),
         "wall_time_s": round(wall, 2),
     }
 
 
+def _list_failed(failed: Sequence[Mapping[str, str]]) -> str:
+    return "; ".join(f"{f['file']}: {f['error']}" for f in failed)
+
+
 def predict_from_params(params: Mapping[str, Any], *, name: str = "predict") -> dict[str, Any]:
     """:func:`predict_folder` from ``params:predict`` (keys: ``input_dir``, ``model_uri``, ``output_dir``,
-    ``extensions``, ``overlays``, ``device``, ``progress_bar``)."""
+    ``extensions``, ``overlays``, ``device``, ``progress_bar``, ``on_error``)."""
     params = plain(params)
     check_keys(
         params, f"params:{name}", required={"input_dir", "model_uri", "output_dir"}, optional=PREDICT_KEYS
     )
+    on_error = check_on_error(params.get("on_error", "skip"), f"params:{name}.on_error")
     return predict_folder(
         params["input_dir"],
         str(params["model_uri"]),
@@ -163,4 +231,5 @@ def predict_from_params(params: Mapping[str, Any], *, name: str = "predict") -> 
         overlays=bool(params.get("overlays", True)),
         device=str(params.get("device", "auto")),
         progress_bar=bool(params.get("progress_bar", True)),
+        on_error=on_error,
     )

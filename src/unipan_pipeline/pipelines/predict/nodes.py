@@ -10,6 +10,9 @@ from unipan_pipeline.experiment import predict_from_params
 def predict_images(params: dict[str, Any]) -> dict[str, Any]:
     """Predict every image of ``params["input_dir"]`` with ``params["model_uri"]``; returns a summary.
 
+    Unreadable images are logged and skipped (listed in the summary's ``failed``); with
+    ``predict.on_error: fail`` the node raises after writing the predictions of the readable ones.
+
     Example::
 
         kedro run --pipelines=predict \\
