@@ -201,9 +201,7 @@ def test_mlflow_models_serve_answers_array_and_base64(logged: dict[str, Any], tm
             for out in r.json()["predictions"]:
                 _same(out, ref)
         assert len(answers["records"][0].json()["predictions"]) == 2
-        bad = requests.post(
-            f"{base}/invocations", json={"inputs": [{"image": [[[999, 0, 0]]]}]}, timeout=30
-        )
+        bad = requests.post(f"{base}/invocations", json={"inputs": [{"image": [[[999, 0, 0]]]}]}, timeout=30)
         assert bad.status_code == 400 and "0..255" in bad.text
         timing = {form: round(dt, 3) for form, (_, dt) in answers.items()}
         print(f"served in {time.monotonic() - started:.1f} s after start; request seconds {timing}")
