@@ -179,7 +179,8 @@ def test_mlflow_run_has_params_curves_metrics_artifacts_and_model(
     } <= artifacts
     assert any(a.endswith(".png") and "comparison_" in a for a in artifacts)
     artifact_uri = run.info.artifact_uri
-    assert artifact_uri.startswith((tiny_project / "mlruns").as_uri())
+    # MLflow's default artifact root of the SQLite store: <project>/mlruns/<experiment id>/ (a path, no URI)
+    assert Path(artifact_uri.removeprefix("file://")).is_relative_to(tiny_project / "mlruns")
 
 
 def test_registered_champion_and_promotion(tiny_project: Path, client: MlflowClient) -> None:

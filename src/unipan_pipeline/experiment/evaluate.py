@@ -382,7 +382,8 @@ def register_experiment(
 
     model_name = reg.get("model_name") or registered_model_name(str(manifest["dataset"]))
     alias = str(reg.get("alias", "champion"))
-    result = register_and_promote(run_id, model_name, float(pq), alias=alias)
+    model_uri = (manifest.get("mlflow") or {}).get("model_uri")  # registering runs:/ makes MLflow warn
+    result = register_and_promote(run_id, model_name, float(pq), alias=alias, model_uri=model_uri)
     if result is None:
         return {"registered": False, "reason": "not the main process"}
     client = MlflowClient()

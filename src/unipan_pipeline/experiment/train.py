@@ -309,7 +309,7 @@ def train_experiment(
         last = val_curve.iloc[-1].items() if len(val_curve) else []
         final_val = {k: float(v) for k, v in last if k != "iteration" and pd.notna(v)}
         logger.log_metrics({f"final_val/{k}": v for k, v in final_val.items()}, step=result.iteration)
-        log_model_pyfunc(
+        model_info = log_model_pyfunc(
             bundle["checkpoint"], model_cfg.to_dict(), categories, eval_transform=eval_params, name="model"
         )
         for key in ("model_config", "categories", "inference"):
@@ -322,7 +322,13 @@ def train_experiment(
         "ingested_root": root,
         "train_split": train_split,
         "val_split": val_split,
-        "mlflow": {"run_id": run_id, "run_name": title, "experiment_id": experiment_id, "artifact": "model"},
+        "mlflow": {
+            "run_id": run_id,
+            "run_name": title,
+            "experiment_id": experiment_id,
+            "artifact": "model",
+            "model_uri": model_info.model_uri,  # models:/m-<id>, MLflow 3's logged model
+        },
         "bundle": bundle,
         "output_dir": str(params["output_dir"]),
         "model_config": model_cfg.to_dict(),
