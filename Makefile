@@ -1,6 +1,7 @@
 # unipan: the two set-up commands of the README, and a few conveniences.
 #   make demo   create .venv, install, run the default pipeline end to end on the generated data set
 #   make test   create .venv, install, run the test suite
+#   make viz    the pipelines in kedro-viz (http://127.0.0.1:4141)
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -12,14 +13,15 @@ export DO_NOT_TRACK := 1
 export MPLBACKEND := Agg
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-slow lint format benchmarks clean-data
+.PHONY: install demo test test-slow lint format benchmarks clean-data viz
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# viz: kedro-viz, also used by tests/test_viz.py (builds the viz data of every pipeline)
+	$(BIN)/python -m pip install --quiet -e '.[dev,viz]'
 	# panopticapi-lite (the `panopticapi` module) pins numpy<2. Resolved together with the rest, pip
 	# falls back to numpy 1.26 and pandas 3.0, and adding it to an environment that already has pandas
 	# 3.1 breaks pandas' import. Its code gives identical PQ results under numpy 2.x (checked on 24
@@ -30,6 +32,9 @@ $(STAMP): pyproject.toml Makefile
 
 demo: install
 	$(BIN)/kedro run
+
+viz: install
+	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141
 
 test: install
 	$(BIN)/python -m pytest -m "not slow"

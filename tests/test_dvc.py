@@ -45,11 +45,14 @@ def test_stages_run_registered_pipelines(dvc: dict[str, Any]) -> None:
     covered: list[str] = []
     for name, stage in stages.items():
         # telemetry off: kedro-telemetry would otherwise write a project id into pyproject.toml
-        m = re.fullmatch(r"KEDRO_DISABLE_TELEMETRY=1 kedro run --pipelines=(\w+)", stage["cmd"])
+        # --env=dvc: the tracked conf/dvc/, never the git-ignored conf/local/ that DVC cannot see
+        m = re.fullmatch(r"KEDRO_DISABLE_TELEMETRY=1 kedro run --env=dvc --pipelines=(\w+)", stage["cmd"])
         assert m and m.group(1) in registered, stage["cmd"]
         if name != "ablation":
             covered += [n.name for n in registered[m.group(1)].nodes]
-    assert stages["ablation"]["cmd"] == "KEDRO_DISABLE_TELEMETRY=1 kedro run --pipelines=ablation_cityscapes"
+    assert stages["ablation"]["cmd"] == (
+        "KEDRO_DISABLE_TELEMETRY=1 kedro run --env=dvc --pipelines=ablation_cityscapes"
+    )
     # the stages up to `evaluate` are exactly the default pipeline
     assert sorted(covered) == sorted(n.name for n in registered["__default__"].nodes)
 
@@ -90,8 +93,8 @@ def test_deps_outs_metrics_plots(dvc: dict[str, Any]) -> None:
         produced |= set(outs)
     metrics = dvc["stages"]["evaluate"]["metrics"]
     assert metrics == [{"data/08_reporting/demo/metrics.json": {"cache": False}}]
-    plots = _paths(dvc["stages"]["train"]["plots"])
-    assert plots == ["data/08_reporting/demo/train_curve.csv", "data/08_reporting/demo/val_curve.csv"]
+    plots = ["data/08_reporting/demo/train_curve.csv", "data/08_reporting/demo/val_curve.csv"]
+    assert set(plots) <= set(_paths(dvc["stages"]["train"]["outs"]))  # produced by train, plotted on top
     assert "data/06_models/demo" in _paths(dvc["stages"]["train"]["outs"])
     # outputs match the catalog / parameters the pipelines write to
     demo = yaml.safe_load((ROOT / "conf/base/parameters_demo.yml").read_text())["demo"]
@@ -118,3 +121,33 @@ def test_dvc_dag_parses() -> None:
         ("ingest", "evaluate"),
         ("ingest", "ablation"),
     }
+
+
+def test_each_plot_is_defined_once(dvc: dict[str, Any]) -> None:
+    stage_plots = [p for stage in dvc["stages"].values() for p in _paths(stage.get("plots", []))]
+    top = [f for entry in dvc.get("plots", []) for spec in entry.values() for f in spec["y"]]
+    assert len(stage_plots) == len(set(stage_plots))
+    assert not set(stage_plots) & set(top), "a file is plotted both in a stage and in the top-level plots"
+    assert {"data/08_reporting/demo/train_curve.csv", "data/08_reporting/demo/val_curve.csv"} <= set(top)
+
+
+def test_dvc_environment_is_tracked_and_holds_no_undeclared_config() -> None:
+    assert (ROOT / "conf/dvc").is_dir()
+    assert not list((ROOT / "conf/dvc").glob("**/*.yml")) + list((ROOT / "conf/dvc").glob("**/*.yaml"))
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "conf/dvc/README.md"],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert ignored.returncode == 1, "conf/dvc must be tracked by git"
+
+
+def test_readme_documents_dvc_exp_run_with_a_declared_param(dvc: dict[str, Any]) -> None:
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"dvc exp run -S (conf/base/parameters_demo\.yml):(demo\.trainer\.iterations)=\d+", readme)
+    assert m, "README lacks the dvc exp run line"
+    _lookup(yaml.safe_load((ROOT / m.group(1)).read_text()), m.group(2))
+    declared = {k for e in dvc["stages"]["train"]["params"] for k in next(iter(e.values()))}
+    assert "demo.trainer" in declared

@@ -154,9 +154,11 @@ def test_mlflow_run_has_params_curves_metrics_artifacts_and_model(
     tiny_project: Path, client: MlflowClient
 ) -> None:
     runs = mlflow.search_runs(
-        search_all_experiments=True, filter_string="tags.mlflow.runName = '__default__'"
+        search_all_experiments=True,
+        filter_string="tags.mlflow.runName = 'demo-cityscapes-r18-argmaxP-e2e-seed0'",  # not '__default__'
     )
     assert len(runs) == 1, "one kedro run -> one MLflow run (evaluation logs into the training run)"
+    assert _manifest(tiny_project)["mlflow"]["run_name"] == "demo-cityscapes-r18-argmaxP-e2e-seed0"
     assert runs.run_id[0] == _manifest(tiny_project)["mlflow"]["run_id"]
     run = client.get_run(runs.run_id[0])
     params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
@@ -177,7 +179,8 @@ def test_mlflow_run_has_params_curves_metrics_artifacts_and_model(
     } <= artifacts
     assert any(a.endswith(".png") and "comparison_" in a for a in artifacts)
     artifact_uri = run.info.artifact_uri
-    assert artifact_uri.startswith((tiny_project / "mlruns").as_uri())
+    # MLflow's default artifact root of the SQLite store: <project>/mlruns/<experiment id>/ (a path, no URI)
+    assert Path(artifact_uri.removeprefix("file://")).is_relative_to(tiny_project / "mlruns")
 
 
 def test_registered_champion_and_promotion(tiny_project: Path, client: MlflowClient) -> None:
@@ -186,6 +189,11 @@ def test_registered_champion_and_promotion(tiny_project: Path, client: MlflowCli
     champion = client.get_model_version_by_alias("unipan-cityscapes", "champion")
     assert int(champion.version) == reg["version"]
     assert champion.tags["data_source"] == "synthetic"
+    # the version's description says what it scored and what it was trained on
+    desc = champion.description
+    assert f"PQ {100 * reg['pq']:.1f}" in desc and "mIoU" in desc, desc
+    assert "synthetic" in desc and "data/03_primary/cityscapes" in desc, desc
+    assert "demo-cityscapes-r18-argmaxP-e2e-seed0" in desc, desc
     run_id = _manifest(tiny_project)["mlflow"]["run_id"]
     worse = register_and_promote(run_id, "unipan-cityscapes", reg["pq"] - 1.0)
     assert worse is not None and not worse.promoted

@@ -175,7 +175,8 @@ def test_evaluation_and_predict_namespaces(parameters: dict[str, Any]) -> None:
 def test_mlflow_conf(conf: OmegaConfigLoader) -> None:
     cfg = yaml.safe_load((ROOT / "conf" / "base" / "mlflow.yml").read_text())
     assert cfg["server"]["mlflow_tracking_uri"] == "sqlite:///mlflow.db"
-    assert cfg["tracking"]["experiment"]["create_experiment_kwargs"]["artifact_location"] == "mlruns"
+    # MLflow default (./mlruns/<id> of the project root); a relative path makes kedro-mlflow log a rewrite
+    assert cfg["tracking"]["experiment"]["create_experiment_kwargs"]["artifact_location"] is None
     disabled = set(cfg["tracking"]["disable_tracking"]["pipelines"])
     assert {"train_cityscapes", "train_coco", "demo_train", "__default__"}.isdisjoint(disabled)
     assert {"evaluate_cityscapes", "demo_evaluate", "predict"} <= disabled

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -164,7 +165,7 @@ def test_pyfunc_roundtrip_with_factory_path(store, tmp_path: Path) -> None:
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(12, 10, 3), dtype=np.uint8)
-    out = loaded.predict(image)
+    (out,) = loaded.predict(pd.DataFrame({"image": [image]}))  # the logged signature: one row per image
     assert out["panoptic"].shape == (12, 10) and out["panoptic"].dtype == np.int32
 
     # same answer as running the model directly on the normalised image
@@ -181,14 +182,16 @@ def test_pyfunc_roundtrip_with_factory_path(store, tmp_path: Path) -> None:
     assert ids == {s["id"] for s in out["segments_info"]}
     assert all(s["category_id"] in cats for s in out["segments_info"])
 
-    # a path works too, and a list gives a list
+    # a path works too; the unwrapped model takes plain arrays / paths, and a list gives a list
     path = tmp_path / "img.png"
     Image.fromarray(image).save(path)
-    by_path = loaded.predict(str(path))
+    (by_path,) = loaded.predict(pd.DataFrame({"path": [str(path)]}))
     np.testing.assert_array_equal(by_path["panoptic"], out["panoptic"])
-    assert len(loaded.predict([image, str(path)])) == 2
+    unwrapped = loaded.unwrap_python_model()
+    np.testing.assert_array_equal(unwrapped.predict(None, str(path))["panoptic"], out["panoptic"])
+    assert len(unwrapped.predict(None, [image, str(path)])) == 2
     with pytest.raises(FileNotFoundError, match=r"missing\.png"):
-        loaded.predict(str(tmp_path / "missing.png"))
+        unwrapped.predict(None, str(tmp_path / "missing.png"))
 
     # registered under unipan-toy, and loadable through the registry
     assert MlflowClient().get_registered_model("unipan-toy").name == "unipan-toy"
@@ -222,7 +225,7 @@ def test_pyfunc_with_eval_transform_returns_input_size(store, tmp_path: Path) ->
             )
     loaded = mlflow.pyfunc.load_model(info.model_uri)
     image = np.random.default_rng(1).integers(0, 256, size=(16, 20, 3), dtype=np.uint8)
-    out = loaded.predict(image)
+    (out,) = loaded.predict(pd.DataFrame({"image": [image]}))
     assert out["panoptic"].shape == (16, 20)  # model ran at 8x10, output mapped back
     areas = {s["id"]: s["area"] for s in out["segments_info"]}
     ids, counts = np.unique(out["panoptic"], return_counts=True)

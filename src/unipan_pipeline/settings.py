@@ -4,6 +4,11 @@ import os
 
 from kedro.config import OmegaConfigLoader
 
+from unipan_pipeline.hooks import RunSummaryHook
+
+# At the end of a pipeline that registered a model: metrics, where the outputs are, the MLflow run.
+HOOKS = (RunSummaryHook(),)
+
 # Under torchrun only rank 0 tracks: other ranks would each open an empty MLflow run through kedro-mlflow.
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow",) if int(os.environ.get("RANK", "0")) > 0 else ()
 

@@ -265,6 +265,22 @@ def _place_png(src: Path, dst: Path, mode: PngMode) -> None:
     shutil.copyfile(src, dst)
 
 
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory (the project root under ``kedro run`` / DVC) when it lies
+    inside it, else absolute: summaries and manifests then hash the same in every checkout."""
+    absolute = Path(path).absolute()
+    try:
+        return absolute.relative_to(Path.cwd().absolute()).as_posix()
+    except ValueError:
+        return str(absolute)
+
+
+def portable_source(source: str) -> str:
+    """``"<kind>:<path>"`` with the path made :func:`portable_path`; other strings unchanged."""
+    kind, sep, where = source.partition(":")
+    return f"{kind}:{portable_path(where)}" if sep and where else source
+
+
 def write_ingested(
     out_root: str | os.PathLike,
     categories: CategoryMap,
@@ -293,9 +309,9 @@ def write_ingested(
     """
     out_root = Path(out_root).absolute()
     start = time.perf_counter()
-    summary: dict[str, Any] = {
-        "root": str(out_root),
-        "source": source,
+    summary: dict[str, Any] = {  # no absolute paths, no wall time: equal data -> equal bytes (DVC)
+        "root": portable_path(out_root),
+        "source": portable_source(source),
         "dataset": categories.name,
         "splits": {},
     }
@@ -346,9 +362,15 @@ def write_ingested(
                 "things": int(index["num_things"].sum()) if len(index) else 0,
                 "crowd": int(index["num_crowd"].sum()) if len(index) else 0,
             }
-        summary["seconds"] = round(time.perf_counter() - start, 3)
         _write_json(tmp / MARKER, summary)
-    log.info("ingested %s (%s) into %s: %s", categories.name, source, out_root, summary["splits"])
+    log.info(
+        "ingested %s (%s) into %s in %.1f s: %s",
+        categories.name,
+        source,
+        out_root,
+        time.perf_counter() - start,
+        summary["splits"],
+    )
     return summary
 
 

@@ -209,6 +209,30 @@ def provenance(ingested_root: str | os.PathLike, splits: list[str]) -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------------ MLflow
+def run_name(prefix: str, dataset: str, model: Mapping[str, Any], seed: Any) -> str:
+    """What a training run trained, e.g. ``demo-cityscapes-r18-argmaxP-e2e-seed0``.
+
+    ``<prefix>-<dataset>-r<backbone depth>-<inference><P|Psi>-<e2e|no-e2e>-seed<seed>``: ``argmaxP`` is argmax
+    over the instance affinity ``P`` (``argmaxPsi`` without it, over the dynamic potential), ``heuristic``
+    the Panoptic FPN merger; the potential variant is appended when it is not the paper's ``C``, ``-nomask``
+    when the mask head is off. Missing keys take :class:`~unipan_pipeline.model.ModelConfig`'s defaults.
+    """
+    from unipan_pipeline.model import ModelConfig  # noqa: PLC0415 - keeps this module light
+
+    cfg = ModelConfig.from_dict(dict(model))
+    if cfg.inference == "heuristic":
+        variant = "heuristic"
+    else:
+        variant = f"{cfg.inference}{'P' if cfg.use_affinity else 'Psi'}"
+    if cfg.potential_variant != "C":
+        variant += cfg.potential_variant
+    parts = [prefix, dataset, f"r{cfg.backbone_depth}", variant, "e2e" if cfg.train_end_to_end else "no-e2e"]
+    if not cfg.use_masks:
+        parts.append("nomask")
+    parts.append(f"seed{seed}")
+    return "-".join(str(p) for p in parts if str(p))
+
+
 @contextlib.contextmanager
 def tracking_run(run_name: str, experiment: str = DEFAULT_EXPERIMENT) -> Iterator[str]:
     """Yield the id of the MLflow run to log into.

@@ -332,6 +332,32 @@ def _key(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def version_description(manifest: Mapping[str, Any], evaluation: Mapping[str, Any]) -> str:
+    """Markdown description of a registered model version: its metrics, the data it was trained and
+    evaluated on, and the run that trained it."""
+    m = evaluation.get("metrics") or {}
+
+    def pct(key: str) -> str:
+        v = m.get(key)
+        return "n/a" if v is None else f"{100 * float(v):.1f}"
+
+    mlflow_info = manifest.get("mlflow") or {}
+    prov = manifest.get("provenance") or {}
+    lines = [
+        f"PQ {pct('pq')} (things {pct('pq_th')}, stuff {pct('pq_st')}), SQ {pct('sq')}, RQ {pct('rq')}, "
+        f"mIoU {pct('miou')}, AP box {pct('ap_box')} / mask {pct('ap_mask')} (percent) on "
+        f"{evaluation.get('n_images', '?')} images of the {evaluation.get('split', '?')} split.",
+        "",
+        f"Data: {manifest.get('dataset', '?')}, source {manifest.get('data_source', '?')}, ingested at "
+        f"`{manifest.get('ingested_root', '?')}` (train split `{manifest.get('train_split', '?')}`, "
+        f"data fingerprint {prov.get('data.fingerprint', '?')}).",
+        "",
+        f"Trained by run {mlflow_info.get('run_name', '?')} ({mlflow_info.get('run_id', '?')}), "
+        f"{manifest.get('iterations', '?')} iterations, code {prov.get('code.git_commit', 'unknown')}.",
+    ]
+    return "\n".join(lines)
+
+
 def register_experiment(
     manifest: Mapping[str, Any], evaluation: Mapping[str, Any], params: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -357,7 +383,8 @@ def register_experiment(
 
     model_name = reg.get("model_name") or registered_model_name(str(manifest["dataset"]))
     alias = str(reg.get("alias", "champion"))
-    result = register_and_promote(run_id, model_name, float(pq), alias=alias)
+    model_uri = (manifest.get("mlflow") or {}).get("model_uri")  # registering runs:/ makes MLflow warn
+    result = register_and_promote(run_id, model_name, float(pq), alias=alias, model_uri=model_uri)
     if result is None:
         return {"registered": False, "reason": "not the main process"}
     client = MlflowClient()
@@ -369,6 +396,9 @@ def register_experiment(
     }.items():
         if v is not None:
             client.set_model_version_tag(model_name, str(result.version), k, str(v))
+    client.update_model_version(
+        model_name, str(result.version), description=version_description(manifest, evaluation)
+    )
     client.set_tag(run_id, "registered_model", f"{model_name}/{result.version}")
     log.info(
         "registered %s version %d (PQ %.4f); %s %s (previous: version %s, PQ %s)",

@@ -50,6 +50,7 @@ from unipan_pipeline.experiment.common import (
     data_source,
     plain,
     provenance,
+    run_name,
     save_bundle,
     tracking_run,
 )
@@ -278,8 +279,11 @@ def train_experiment(
         return _rank0_outputs(
             Path(params["output_dir"]), trainer_cfg.checkpoint_path, result, t_start=t_start, name=name
         )
-    with tracking_run(name) as run_id:
+    prefix = name.replace(".models.", "-")  # ablation_cityscapes.models.A -> ablation_cityscapes-A
+    title = run_name(prefix, str(params["dataset"]), model_cfg.to_dict(), trainer_cfg.seed)
+    with tracking_run(title) as run_id:
         logger = MlflowLogger(run_id)
+        logger.client.update_run(run_id, name=title)  # kedro-mlflow names its run after the pipeline
         logger.set_tags(tags)
         logger.log_params(
             {
@@ -307,7 +311,7 @@ def train_experiment(
         last = val_curve.iloc[-1].items() if len(val_curve) else []
         final_val = {k: float(v) for k, v in last if k != "iteration" and pd.notna(v)}
         logger.log_metrics({f"final_val/{k}": v for k, v in final_val.items()}, step=result.iteration)
-        log_model_pyfunc(
+        model_info = log_model_pyfunc(
             bundle["checkpoint"], model_cfg.to_dict(), categories, eval_transform=eval_params, name="model"
         )
         for key in ("model_config", "categories", "inference"):
@@ -320,7 +324,13 @@ def train_experiment(
         "ingested_root": root,
         "train_split": train_split,
         "val_split": val_split,
-        "mlflow": {"run_id": run_id, "experiment_id": experiment_id, "artifact": "model"},
+        "mlflow": {
+            "run_id": run_id,
+            "run_name": title,
+            "experiment_id": experiment_id,
+            "artifact": "model",
+            "model_uri": model_info.model_uri,  # models:/m-<id>, MLflow 3's logged model
+        },
         "bundle": bundle,
         "output_dir": str(params["output_dir"]),
         "model_config": model_cfg.to_dict(),

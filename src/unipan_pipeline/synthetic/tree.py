@@ -20,6 +20,8 @@ import numpy as np
 from cityscapesscripts.helpers.labels import id2label
 from tqdm.auto import tqdm
 
+from unipan_pipeline.data.store import portable_path
+
 from .cityscapes_format import (
     colour_image,
     polygons_document,
@@ -326,7 +328,7 @@ def generate_cityscapes_tree(
         log.info(
             "Synthetic Cityscapes tree at %s is up to date (same parameters, all files present): reused", root
         )
-        return {**old, "root": str(root.resolve())}
+        return {**old, "root": portable_path(root)}
     if old is not None:
         for split in set(old.get("params", {}).get("splits", {})) | set(splits):
             for top in ("leftImg8bit", "gtFine"):
@@ -341,7 +343,7 @@ def generate_cityscapes_tree(
     manifest: dict[str, Any] = {
         "generator": "unipan_pipeline.synthetic",
         "complete": False,
-        "root": str(root.resolve()),
+        "root": portable_path(root),  # relative to the project root: hashes alike in every checkout
         "height": int(height),
         "width": int(width),
         "seed": int(seed),

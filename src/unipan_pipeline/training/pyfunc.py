@@ -11,23 +11,81 @@ prediction format of the COCO panoptic API.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.training.factories import resolve_import_path
 
-__all__ = ["PanopticPyfuncModel", "load_image", "resolve_import_path"]
+__all__ = [
+    "IMAGE_COLUMNS",
+    "PanopticPyfuncModel",
+    "decode_image_bytes",
+    "images_from_frame",
+    "load_image",
+    "resolve_import_path",
+]
+
+
+IMAGE_COLUMNS = ("image", "image_base64", "path", "image_path")
+"""Columns of a DataFrame input (one row per image, one of them set): an ``HxWx3`` array of integers in
+0..255, the encoded file (PNG/JPEG bytes, or their base64 text), or a path the server can read."""
+
+
+def decode_image_bytes(data: bytes) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, ...) or their base64 / ``data:`` URI text -> ``HxWx3`` uint8 RGB."""
+    raw = bytes(data)
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError):
+        pass
+    text = raw.strip()
+    if text[:5].lower() == b"data:" and b"," in text:
+        text = text.split(b",", 1)[1]
+    try:
+        decoded = base64.b64decode(text, validate=False)
+        with Image.open(io.BytesIO(decoded)) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, binascii.Error) as err:
+        raise ValueError(
+            "pyfunc input bytes are neither an encoded image (PNG/JPEG) nor its base64 encoding"
+        ) from err
+
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
+
+
+def _looks_like_base64(text: str) -> bool:
+    """A ``data:`` URI, or long base64-alphabet text that is not an existing file."""
+    if text.startswith("data:"):
+        return True
+    return len(text) > 64 and _BASE64.fullmatch(text) is not None and not Path(text).is_file()
 
 
 def load_image(image: Any) -> np.ndarray:
-    """A path (str/Path) or an ``HxWx3`` uint8 array -> ``HxWx3`` uint8 RGB array; raises on anything else."""
+    """One image -> ``HxWx3`` uint8 RGB array; raises ``ValueError`` / ``FileNotFoundError`` on anything else.
+
+    Accepted: a path (str/Path); encoded file bytes (PNG/JPEG) or their base64 text (str or bytes, also a
+    ``data:image/png;base64,...`` URI); an ``HxWx3`` array (or nested lists) of integers in 0..255 -- JSON
+    carries them as int64, which is accepted when every value fits in uint8.
+    """
+    if isinstance(image, bytes | bytearray | np.bytes_):
+        return decode_image_bytes(bytes(image))
+    if isinstance(image, str) and _looks_like_base64(image):
+        return decode_image_bytes(image.encode("ascii", errors="ignore"))
     if isinstance(image, str | Path):
         path = Path(image)
         if not path.is_file():
@@ -37,9 +95,35 @@ def load_image(image: Any) -> np.ndarray:
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"pyfunc input image must be HxWx3, got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        raise ValueError(f"pyfunc input image must be uint8, got {arr.dtype}")
-    return arr
+    if arr.dtype == np.uint8:
+        return arr
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"pyfunc input image must hold integers in 0..255 (uint8), got {arr.dtype}")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise ValueError(
+            f"pyfunc input image values must lie in 0..255, got {int(arr.min())}..{int(arr.max())}"
+        )
+    return arr.astype(np.uint8)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def images_from_frame(frame: pd.DataFrame) -> list[Any]:
+    """The image of each row of a DataFrame input: the first set column of :data:`IMAGE_COLUMNS`."""
+    columns = [c for c in IMAGE_COLUMNS if c in frame.columns]
+    if not columns:
+        raise ValueError(
+            f"DataFrame input needs one of the columns {list(IMAGE_COLUMNS)}, got {list(frame.columns)}"
+        )
+    images = []
+    for i, (_, row) in enumerate(frame.iterrows()):
+        value = next((row[c] for c in columns if not _missing(row[c])), None)
+        if value is None:
+            raise ValueError(f"DataFrame input row {i} sets none of the columns {columns}")
+        images.append(value)
+    return images
 
 
 def build_eval_transform(params: dict[str, Any] | None) -> Any:
@@ -74,9 +158,10 @@ def _state_dict_from_checkpoint(obj: Any, path: str) -> dict[str, torch.Tensor]:
 class PanopticPyfuncModel(mlflow.pyfunc.PythonModel):
     """Pyfunc model; see :func:`unipan_pipeline.training.tracking.log_model_pyfunc`.
 
-    ``predict`` accepts one image (``HxWx3`` uint8 array or path), a list of them, or a pandas DataFrame with
-    an ``image`` / ``path`` column of paths. One image -> one dict, several -> a list of dicts, each
-    ``{"panoptic": int32 HxW, "segments_info": list[dict]}``.
+    ``predict`` accepts a pandas DataFrame with one row per image and one of the columns
+    :data:`IMAGE_COLUMNS` set (the logged signature; what ``mlflow models serve`` passes on), and, called on
+    the unwrapped model, also one image in any form of :func:`load_image` or a list of them. One image -> one
+    dict, a DataFrame or several -> a list of dicts, each ``{"panoptic": int32 HxW, "segments_info": [...]}``.
     """
 
     def load_context(self, context: Any) -> None:
@@ -124,23 +209,23 @@ class PanopticPyfuncModel(mlflow.pyfunc.PythonModel):
             results.append({"panoptic": panoptic.numpy().astype(np.int32), "segments_info": segments})
         return results
 
-    # No type hints on purpose: MLflow 3 turns predict()'s hints into a schema and rejects a plain `Any`
-    # (MLflow then prints a one-off "Add type hints" UserWarning at import; harmless).
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    # `model_input: pd.DataFrame` is what MLflow hands over after enforcing the logged signature (a table of
+    # IMAGE_COLUMNS); MLflow derives no schema from a DataFrame hint, so the logged signature stays the one
+    # that applies. The unwrapped model (`unwrap_python_model()`) also takes the plain forms below.
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> dict[str, Any] | list[dict[str, Any]]:
         """See the class docstring."""
-        single = isinstance(model_input, str | Path) or (
+        single = isinstance(model_input, str | Path | bytes) or (
             isinstance(model_input, np.ndarray) and model_input.ndim == 3
         )
         if single:
             return self.predict_images([model_input])[0]
-        if hasattr(model_input, "columns"):  # pandas DataFrame
-            column = next((c for c in ("image", "path", "image_path") if c in model_input.columns), None)
-            if column is None:
-                raise ValueError(
-                    f"DataFrame input needs an 'image' or 'path' column, got {list(model_input.columns)}"
-                )
-            return self.predict_images(list(model_input[column]))
+        if isinstance(model_input, pd.DataFrame):
+            return self.predict_images(images_from_frame(model_input))
         if isinstance(model_input, np.ndarray) and model_input.ndim == 4:
+            return self.predict_images(list(model_input))
+        if isinstance(model_input, np.ndarray) and model_input.ndim == 1:  # strings / bytes
             return self.predict_images(list(model_input))
         if isinstance(model_input, list | tuple):
             return self.predict_images(list(model_input))

@@ -21,15 +21,21 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
+import pandas as pd
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types.schema import Array, ColSpec, DataType, Schema
+from packaging.requirements import Requirement
 
+import unipan_pipeline
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.training.distributed import is_main_process
 from unipan_pipeline.training.pyfunc import PanopticPyfuncModel, build_eval_transform, resolve_import_path
@@ -232,6 +238,7 @@ def log_model_pyfunc(
     device: str = "cpu",
     registered_model_name: str | None = None,
     pip_requirements: list[str] | None = None,
+    input_example_size: tuple[int, int] | None = (64, 128),
 ) -> Any:
     """Log the trained network as an ``mlflow.pyfunc`` model into the active run.
 
@@ -248,6 +255,13 @@ def log_model_pyfunc(
         eval_transform: parameters of the evaluation ``TransformConfig`` (``unipan_pipeline.data.transforms``,
             e.g. ``{"base_scale": 0.25, "mean": [...], "std": [...]}``): the served model then resizes and
             normalises exactly like the evaluation pipeline, and maps its output back to the input size.
+        pip_requirements: default :func:`model_requirements` (the project's dependencies, pinned).
+        input_example_size: ``(H, W)`` of the generated image logged as input example (MLflow checks that
+            the model answers it while logging, and ``mlflow models serve`` shows it); None: no example.
+
+    The model carries :func:`model_signature` (a table, one row per image: ``image`` / ``image_base64`` /
+    ``path``) and the project's package as ``code_paths``, so that ``mlflow models serve --env-manager
+    local`` and a fresh environment built from its ``requirements.txt`` both load it.
 
     Returns:
         MLflow's ``ModelInfo`` (``.model_uri`` can be given to :func:`register_and_promote`).
@@ -268,7 +282,8 @@ def log_model_pyfunc(
         eval_transform = dict(eval_transform)
         build_eval_transform(eval_transform)  # typos fail here too
     if pip_requirements is None:
-        pip_requirements = _default_requirements()
+        pip_requirements = model_requirements()
+    example = None if input_example_size is None else input_example(*input_example_size)
     with tempfile.TemporaryDirectory(prefix="unipan-pyfunc-") as tmp:
         tmp_path = Path(tmp)
         (tmp_path / "model_config.json").write_text(json.dumps(dict(model_config), indent=2, default=str))
@@ -293,22 +308,74 @@ def log_model_pyfunc(
             "categories": str(tmp_path / "categories.json"),
             "inference": str(tmp_path / "inference.json"),
         }
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=PanopticPyfuncModel(),
-            artifacts=artifacts,
-            pip_requirements=pip_requirements,
-            registered_model_name=registered_model_name,
+        with warnings.catch_warnings():
+            # MLflow 3.17 compares DataFrame columns with a range when it stores the example, which pandas 3
+            # deprecates (Pandas4Warning from mlflow/models/utils.py): MLflow's internals, nothing to act on.
+            warnings.filterwarnings("ignore", "Operation with range is deprecated", module="mlflow")
+            return _log_pyfunc(name, artifacts, pip_requirements, registered_model_name, example)
+
+
+def _log_pyfunc(
+    name: str,
+    artifacts: dict[str, str],
+    pip_requirements: list[str],
+    registered_model_name: str | None,
+    example: pd.DataFrame | None,
+) -> Any:
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=PanopticPyfuncModel(),
+        artifacts=artifacts,
+        pip_requirements=pip_requirements,
+        registered_model_name=registered_model_name,
+        signature=model_signature(),
+        input_example=example,
+        code_paths=[str(Path(unipan_pipeline.__file__).resolve().parent)],
+    )
+
+
+def model_signature() -> ModelSignature:
+    """Input schema of the served model: one row per image, one of three optional columns set.
+
+    ``image`` -- an ``HxWx3`` array of integers in 0..255 (JSON arrives as int64; the model checks the
+    range), ``image_base64`` -- the encoded PNG/JPEG file (MLflow decodes base64 for binary columns),
+    ``path`` -- a file the server can read.
+    """
+    return ModelSignature(
+        inputs=Schema(
+            [
+                ColSpec(Array(Array(Array(DataType.long))), "image", required=False),
+                ColSpec(DataType.binary, "image_base64", required=False),
+                ColSpec(DataType.string, "path", required=False),
+            ]
         )
+    )
 
 
-def _default_requirements() -> list[str]:
+def input_example(height: int = 64, width: int = 128) -> pd.DataFrame:
+    """A deterministic ``height x width`` RGB gradient as a one-row ``image`` table (the logged example)."""
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), (x + y) % 256], axis=-1)
+    return pd.DataFrame({"image": [rgb.astype(np.int64).tolist()]})
+
+
+def model_requirements(distribution: str = "unipan_pipeline") -> list[str]:
+    """The project's runtime dependencies (its package metadata, extras left out), pinned to the installed
+    versions (``name[extras]==x.y.z``); a dependency that is not installed keeps its specifier."""
+    try:
+        declared = requires(distribution) or []
+    except PackageNotFoundError:
+        declared = []
     reqs = []
-    for pkg in ("torch", "torchvision", "numpy", "pillow", "mlflow"):
-        try:
-            reqs.append(f"{pkg}=={version(pkg)}")
-        except PackageNotFoundError:
+    for spec in declared:
+        req = Requirement(spec)
+        if req.marker is not None and "extra" in str(req.marker):
             continue
+        extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+        try:
+            reqs.append(f"{req.name}{extras}=={version(req.name)}")
+        except PackageNotFoundError:
+            reqs.append(str(req))
     return reqs
 
 

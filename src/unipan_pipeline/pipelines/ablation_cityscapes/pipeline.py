@@ -31,8 +31,9 @@ by :mod:`unipan_pipeline.ablation`.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from kedro.pipeline import Node, Pipeline
@@ -54,12 +55,21 @@ def row_dataset(dataset: str, row: str) -> str:
 REPORT_OUTPUTS = ("table", "paper_table", "table_md", "metrics", "claims")
 
 
-def _bind(func: Callable[..., Any], **kwargs: str) -> Callable[..., Any]:
-    """``partial(func, **kwargs)`` carrying the function's name (Kedro's logs name node functions)."""
-    bound = partial(func, **kwargs)
-    bound.__name__ = func.__name__  # type: ignore[attr-defined]
-    bound.__doc__ = func.__doc__
-    return bound
+def _bind(func: Callable[..., Any], **bound: str) -> Callable[..., Any]:
+    """``func`` with the keyword arguments ``bound`` fixed, as a real function: it keeps ``func``'s name,
+    docstring and type hints (Kedro's logs name node functions, and Kedro reads the hints to validate
+    ``params:`` inputs -- it cannot from a ``functools.partial``), minus the bound arguments."""
+
+    def node_func(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs, **bound)
+
+    functools.update_wrapper(node_func, func)
+    signature = inspect.signature(func)
+    node_func.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for name, p in signature.parameters.items() if name not in bound]
+    )
+    node_func.__annotations__ = {k: v for k, v in func.__annotations__.items() if k not in bound}
+    return node_func
 
 
 def create_study_pipeline(dataset: str, ingested: str) -> Pipeline:
