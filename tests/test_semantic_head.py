@@ -70,6 +70,19 @@ def test_zero_offsets_reproduce_a_plain_convolution() -> None:
     assert (shifted - plain).abs().max() > 1e-3
 
 
+def test_deformable_head_under_bf16_autocast() -> None:
+    """torchvision's deformable kernels have no bfloat16: the block runs them in fp32 under autocast, on
+    bf16 inputs (the FPN's output under autocast) too, and stays close to the fp32 result."""
+    torch.manual_seed(3)
+    head = DeformableSemanticHead(8, 5, channels=12, num_convs=2, gn_groups=4)
+    features = {k: v.detach() for k, v in _pyramid().items()}
+    reference = head(features)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head({k: v.to(torch.bfloat16) for k, v in features.items()})
+    assert out.shape == reference.shape and torch.isfinite(out).all()
+    assert (out.float() - reference).abs().max() < 0.1 * reference.abs().max()
+
+
 def test_gradients_reach_the_offset_convolutions() -> None:
     torch.manual_seed(2)
     head = DeformableSemanticHead(8, 5, channels=12, num_convs=2, gn_groups=4)

@@ -241,9 +241,16 @@ class DetectionSubmodule(nn.Module):
         grad: bool = False,
     ) -> list[Tensor]:
         """Mask head on given boxes (per image; detector labels 1..N_th): [D, M, M] probabilities of each
-        box's class. ``grad`` keeps the graph (end-to-end training; also used on GT boxes, Table C)."""
+        box's class. ``grad`` keeps the graph (end-to-end training; also used on GT boxes, Table C).
+        Runs in fp32 under autocast, as the rest of the detector (called on GT / perturbed boxes from
+        outside :meth:`forward` too)."""
         heads = self.roi_heads
-        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+        device_type = next(iter(features.values())).device.type
+        with (
+            torch.autocast(device_type=device_type, enabled=False),
+            torch.set_grad_enabled(grad and torch.is_grad_enabled()),
+        ):
+            features = OrderedDict((k, v.float()) for k, v in features.items())
             if sum(len(b) for b in boxes) > 0:
                 m = heads.mask_head(heads.mask_roi_pool(features, boxes, image_sizes))
                 probs = maskrcnn_inference(heads.mask_predictor(m), labels)

@@ -180,7 +180,7 @@ class PanopticNetwork(nn.Module):
         masks, the mask head's probabilities on the GT boxes (with gradient); degenerate boxes dropped."""
         out: list[Detections] = []
         for tgt in targets:
-            boxes = tgt["boxes"].to(features[next(iter(features))].dtype)
+            boxes = tgt["boxes"].float()
             size = self.cfg.min_box_size
             keep = ((boxes[:, 2] - boxes[:, 0]) >= size) & ((boxes[:, 3] - boxes[:, 1]) >= size)
             boxes = boxes[keep]

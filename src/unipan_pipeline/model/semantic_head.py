@@ -99,8 +99,9 @@ class DeformableConvBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         offsets = self.offset(x)
-        # torchvision's CPU/CUDA kernels take one dtype; under autocast the offsets may be reduced precision
-        y = self.conv(x, offsets.to(x.dtype))
+        # torchvision's deformable kernels have no bfloat16 (CPU, CUDA): under autocast they run in fp32
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            y = self.conv(x.float(), offsets.float())
         return F.relu(self.norm(y))
 
 
