@@ -27,6 +27,15 @@ from unipan_pipeline.pipelines.ablation_cityscapes.nodes import row_bundle
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_PIPELINES = {"ablation_cityscapes": ablation_cityscapes, "ablation_coco": ablation_coco}
 EVAL_METRICS = ("pq", "pq_th", "pq_st", "sq", "rq", "miou", "ap_box")  # ap_mask: rows with masks only
+SUPPLEMENTARY = {"ablation_cityscapes": ("D2gt",), "ablation_coco": ()}
+"""Supplementary rows each study's pipeline adds (D2gt: D2 trained on GT detections, Cityscapes only)."""
+CITYSCAPES_ROWS = [*ablation.ROWS, "D2gt"]
+
+
+def _paper(row: str) -> dict[str, Any]:
+    """Table 1's settings of a row; D2gt has D2's (it differs in the training detections only)."""
+    return ablation.PAPER_TABLE1["D2" if row == "D2gt" else row]
+
 
 TINY_PARAMS: dict[str, Any] = {
     "generate_synthetic": {
@@ -82,23 +91,36 @@ def test_six_rows_four_trainings_one_report(name: str) -> None:
     dataset = name.removeprefix("ablation_")
     pipe = STUDY_PIPELINES[name].create_pipeline()
     trains, evals = _train_nodes(pipe), _eval_nodes(pipe)
-    assert len(trains) == 4 and len(evals) == 6 and len(pipe.nodes) == 11
+    extra = SUPPLEMENTARY[name]
+    rows = [*ablation.ROWS, *extra]
+    assert len(trains) == 4 + len(extra) and len(evals) == 6 + len(extra)
+    assert len(pipe.nodes) == 11 + 2 * len(extra)
     # every model is trained exactly once, in the namespace of its argmax row
     produced = {n.outputs[0]: n for n in trains}
-    assert set(produced) == {f"ablation_{dataset}_model_{m}" for m in "ABCD"}
-    assert {m: produced[f"ablation_{dataset}_model_{m}"].namespace for m in "ABCD"} == {
+    models = ["A", "B", "C", "D", *(ablation.ROW_MODEL[r] for r in extra)]
+    assert set(produced) == {f"ablation_{dataset}_model_{m}" for m in models}
+    assert {m: produced[f"ablation_{dataset}_model_{m}"].namespace for m in models} == {
         "A": "A",
         "B": "B",
         "C": "C2",
         "D": "D2",
+        **{ablation.ROW_MODEL[r]: r for r in extra},
     }
     # rows and the model they evaluate: C1/C2 and D1/D2 read the same trained model
     reads = {n.namespace: n.inputs[0] for n in evals}
-    assert reads == {row: f"ablation_{dataset}_model_{ablation.ROW_MODEL[row]}" for row in ablation.ROWS}
-    assert ablation.ROW_MODEL == {"A": "A", "B": "B", "C1": "C", "C2": "C", "D1": "D", "D2": "D"}
+    assert reads == {row: f"ablation_{dataset}_model_{ablation.ROW_MODEL[row]}" for row in rows}
+    assert ablation.ROW_MODEL == {
+        "A": "A",
+        "B": "B",
+        "C1": "C",
+        "C2": "C",
+        "D1": "D",
+        "D2": "D",
+        "D2gt": "Dgt",
+    }
     report = [n for n in pipe.nodes if "ablation_report" in n.tags]
     assert len(report) == 1 and report[0].namespace is None
-    assert report[0].inputs[1:] == [f"ablation_{dataset}_row_{r}" for r in ablation.ROWS]
+    assert report[0].inputs[1:] == [f"ablation_{dataset}_row_{r}" for r in rows]
 
 
 def test_namespaces_select_rows_as_documented() -> None:
@@ -117,11 +139,12 @@ def test_namespaces_select_rows_as_documented() -> None:
         "C1.cityscapes_evaluate_C1",
     }
     assert names("D2") == {"D2.cityscapes_train_D", "D2.cityscapes_evaluate_D2"}
+    assert names("D2gt") == {"D2gt.cityscapes_train_Dgt", "D2gt.cityscapes_evaluate_D2gt"}
     with pytest.raises(ValueError, match="namespaces"):
         pipe.only_nodes_with_namespaces(["C"])  # models are not namespaces
     # the two studies can live in one pipeline (no node or dataset name collides)
     both = pipe + ablation_coco.create_pipeline()
-    assert len(both.nodes) == 22
+    assert len(both.nodes) == 24
 
 
 @pytest.mark.parametrize("name", sorted(STUDY_PIPELINES))
@@ -137,16 +160,19 @@ def test_conf_resolves_every_row(
         else:
             assert ds in catalog_conf, f"{ds} is not in conf/base/catalog*.yml"
     # the settings of each row, as resolved into the ModelConfig it is evaluated with, are Table 1's
-    for row in ablation.ROWS:
+    for row in ablation.study_rows(study):
         cfg = ablation.row_model_config(study, row, name)
-        paper = {f: ablation.PAPER_TABLE1[row][f] for f in ablation.FLAGS}
+        paper = {f: _paper(row)[f] for f in ablation.FLAGS}
+        expected_detections = "ground_truth" if row == "D2gt" else "predicted"
+        assert cfg.train_detections == expected_detections, row
         assert ablation.row_flags(cfg) == paper, row
         # the shared base survives the row's overrides
         assert cfg.backbone_depth == study["base"]["model"]["backbone_depth"]
         assert cfg.fpn_channels == study["base"]["model"]["fpn_channels"]
         for key, value in study["rows"][row].items():  # inference + inference-only heuristic_* fields
             assert getattr(cfg, key) == value, (row, key)
-    for model in ablation.MODELS:
+    assert ablation.study_rows(study) == [*ablation.ROWS, *SUPPLEMENTARY[name]]
+    for model in ablation.study_models(study):
         params = ablation.training_params(study, model, name)
         assert params["output_dir"] == f"{study['outputs']['models_dir']}/{model}"
         assert params["trainer"]["checkpoint_dir"] == f"{study['outputs']['models_dir']}/{model}/checkpoints"
@@ -176,6 +202,14 @@ def test_bad_study_parameters_name_the_key(conf_params: dict[str, Any]) -> None:
     bad["models"]["B"]["use_afinity"] = True
     with pytest.raises(ValueError, match="use_afinity"):
         ablation.training_params(bad, "B", "ablation_cityscapes")
+    bad = json.loads(json.dumps(study))
+    del bad["models"]["Dgt"]  # a supplementary row without its model
+    with pytest.raises(ValueError, match="D2gt and its model Dgt together"):
+        ablation.validate_study(bad, "ablation_cityscapes")
+    del bad["rows"]["D2gt"]  # neither: the study is Table 1 alone
+    ablation.validate_study(bad, "ablation_cityscapes")
+    with pytest.raises(ValueError, match=r"no model 'Dgt'"):
+        ablation.training_params(bad, "Dgt", "ablation_cityscapes")
 
 
 # ------------------------------------------------------------------------------------------------ table
@@ -314,19 +348,20 @@ def test_tiny_study_nested_runs(tiny_study: Path, client: MlflowClient) -> None:
     models = {
         r.data.tags["ablation_model"]: r for r in children if r.data.tags.get("ablation_role") == "model"
     }
-    assert sorted(rows) == sorted(ablation.ROWS) and len(children) == 10
-    assert sorted(models) == list(ablation.MODELS)
+    assert sorted(rows) == sorted(CITYSCAPES_ROWS) and len(children) == 12
+    assert sorted(models) == [*ablation.MODELS, "Dgt"]
     for row, run in rows.items():
         assert run.info.run_name == row and run.info.status == "FINISHED"
-        expected = {f: "true" if ablation.PAPER_TABLE1[row][f] else "false" for f in ablation.FLAGS}
+        expected = {f: "true" if _paper(row)[f] else "false" for f in ablation.FLAGS}
         assert {f: run.data.tags[f] for f in ablation.FLAGS} == expected, row
         assert set(EVAL_METRICS) <= set(run.data.metrics), row
-        assert ("ap_mask" in run.data.metrics) == ablation.PAPER_TABLE1[row]["msk"], row
+        assert ("ap_mask" in run.data.metrics) == _paper(row)["msk"], row
         # the ModelConfig the row was evaluated with, and the model it came from
         assert run.data.params["model.inference"] == ("heuristic" if expected["heu"] == "true" else "argmax")
-        assert run.data.params["model.use_masks"] == str(ablation.PAPER_TABLE1[row]["msk"])
-        assert run.data.params["model.use_affinity"] == str(ablation.PAPER_TABLE1[row]["aff"])
-        assert run.data.params["model.train_end_to_end"] == str(ablation.PAPER_TABLE1[row]["e2e"])
+        assert run.data.params["model.use_masks"] == str(_paper(row)["msk"])
+        assert run.data.params["model.use_affinity"] == str(_paper(row)["aff"])
+        assert run.data.params["model.train_end_to_end"] == str(_paper(row)["e2e"])
+        assert run.data.params["model.train_detections"] == ("ground_truth" if row == "D2gt" else "predicted")
         train_run = models[ablation.ROW_MODEL[row]]
         assert run.data.tags["ablation_train_run_id"] == train_run.info.run_id
     # shared models: C1/C2 and D1/D2 evaluate the same training run; each model trained once
@@ -348,15 +383,15 @@ def test_tiny_study_table_metrics_and_claims(tiny_study: Path) -> None:
     report = tiny_study / "data/08_reporting/ablation_cityscapes"
     table = pd.read_csv(report / "table.csv")
     assert list(table.columns) == list(ablation.TABLE_COLUMNS)
-    assert list(table["Model"]) == list(ablation.ROWS)
-    for row in ablation.ROWS:
+    assert list(table["Model"]) == CITYSCAPES_ROWS
+    for row in CITYSCAPES_ROWS:
         measured = json.loads((report / "rows" / row / "metrics.json").read_text())
         got = table.set_index("Model").loc[row]
         assert got["PQ all"] == pytest.approx(100 * measured["pq"], abs=0.006)
         assert got["IoU"] == pytest.approx(100 * measured["miou"], abs=0.006)
-        assert bool(got["heu"]) == ablation.PAPER_TABLE1[row]["heu"]
+        assert bool(got["heu"]) == _paper(row)["heu"]
     metrics = json.loads((report / "metrics.json").read_text())
-    assert set(metrics) == set(ablation.ROWS)
+    assert set(metrics) == set(CITYSCAPES_ROWS)
     assert all(set(v) == {k for _, k in ablation.METRIC_COLUMNS} for v in metrics.values())
     claims = json.loads((report / "claims.json").read_text())
     pq = table.set_index("Model")["PQ all"]
@@ -373,7 +408,7 @@ def test_tiny_study_table_metrics_and_claims(tiny_study: Path) -> None:
         assert (models / row / "model.pt").read_bytes() == (models / model / "model.pt").read_bytes()
         assert json.loads((models / row / "model_config.json").read_text())["inference"] == "heuristic"
         assert json.loads((models / model / "model_config.json").read_text())["inference"] == "argmax"
-    assert sorted(p.name for p in models.iterdir()) == ["A", "B", "C", "C1", "D", "D1"]
+    assert sorted(p.name for p in models.iterdir()) == ["A", "B", "C", "C1", "D", "D1", "Dgt"]
 
 
 def test_single_row_rerun_with_namespaces(tiny_study: Path, client: MlflowClient) -> None:

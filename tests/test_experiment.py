@@ -123,6 +123,13 @@ def test_metrics_json_and_reports(tiny_project: Path) -> None:
     for key in METRIC_KEYS:
         assert metrics[key] is None or 0.0 <= metrics[key] <= 1.0, key
     assert metrics["pq"] is not None and metrics["miou"] is not None
+    # the demo model has the affinity head: its effect and argmax(Psi)'s PQ on the same weights
+    for key in ("affinity/cells_changed", "pq_without_affinity"):
+        assert metrics[key] is not None and 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["affinity/relative_change"] > 0.0  # an affinity head changes P (random init at least)
+    assert {"affinity/thing_cells_changed", "pq_th_without_affinity", "pq_st_without_affinity"} <= set(
+        metrics
+    )
     reports = tiny_project / "data/08_reporting/demo/evaluation"
     names = {p.name for p in reports.iterdir()}
     assert {"pq_per_class.csv", "pq_per_class.md", "pq_per_class.png"} <= names
@@ -171,6 +178,8 @@ def test_mlflow_run_has_params_curves_metrics_artifacts_and_model(
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/pq")] == [2, 3]
     for key in ("pq", "sq", "rq", "pq_th", "pq_st", "miou", "ap_box", "ap_mask", "pq_class/car"):
         assert key in metrics and 0.0 <= metrics[key] <= 1.0, key
+    for key in ("affinity/cells_changed", "affinity/relative_change", "pq_without_affinity"):
+        assert key in metrics, key  # the affinity's effect, logged with the other metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {
         "evaluation/pq_per_class.csv",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import make_panoptic_sample
@@ -296,3 +298,97 @@ def test_void_unclaimed_things(tiny_categories: CategoryMap, synthetic_batch: tu
         assert (a["panoptic"][thing_pixels] > 0).all()  # plain argmax: stuff channels take them
         assert (b["panoptic"][thing_pixels] == 0).all()
         assert torch.equal(b["panoptic"][~thing_pixels] > 0, a["panoptic"][~thing_pixels] > 0)
+
+
+def test_training_on_ground_truth_detections(
+    tiny_categories: CategoryMap, synthetic_batch: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """train_detections: ground_truth (supplementary Table C): the panoptic head gets exactly the GT boxes and
+    classes with score 1, the mask head runs on them with gradient, the detector's second pass is skipped."""
+    images, targets = synthetic_batch
+    model = _model(tiny_categories, train_detections="ground_truth")
+    model.train()
+    seen: list[dict] = []
+    potentials = model.potentials
+
+    def spy(sem, q, boxes, *, scores, classes, mask_probs):  # type: ignore[no-untyped-def]
+        seen.append({"boxes": boxes.detach(), "scores": scores, "classes": classes, "masks": mask_probs})
+        return potentials(sem, q, boxes, scores=scores, classes=classes, mask_probs=mask_probs)
+
+    def no_second_pass(*_a: object, **_k: object) -> None:
+        raise AssertionError("the detector's predicted detections are not used with ground_truth")
+
+    monkeypatch.setattr(model, "potentials", spy)
+    monkeypatch.setattr(model.detector, "detect", no_second_pass)
+    losses = model(images, targets)
+    assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values()) and "loss_panoptic" in losses
+    assert len(seen) == len(images)
+    for got, tgt in zip(seen, targets, strict=True):
+        assert torch.equal(got["boxes"], tgt["boxes"])
+        assert torch.equal(got["scores"], torch.ones(len(tgt["boxes"])))
+        assert torch.equal(got["classes"], tgt["labels"] + tiny_categories.num_stuff - 1)
+        assert got["masks"].shape == (len(tgt["boxes"]), 28, 28) and got["masks"].requires_grad
+    model.zero_grad()
+    losses["loss_panoptic"].backward()
+    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(n.startswith("detector.roi_heads.mask_head") for n in grads)
+    assert any(n.startswith("detector.roi_heads.mask_predictor") for n in grads)
+    assert any(n.startswith("affinity.phi0") for n in grads)
+    # eval is unchanged: predicted detections
+    model.eval()
+    monkeypatch.undo()
+    assert model(images)[0]["panoptic"].shape == images[0].shape[-2:]
+    with pytest.raises(ValueError, match="train_detections"):
+        tiny_config(train_detections="oracle")
+
+
+def test_potentials_heuristic_and_box_perturbation_outputs(
+    tiny_categories: CategoryMap, synthetic_batch: tuple
+) -> None:
+    """return_potentials: Psi, P and argmax(Psi)'s panoptic output (= argmax(P)'s when the affinity term is
+    zero); return_heuristic: the merger's output on the same detections; box_perturbation: applied to the
+    detected boxes before the panoptic head."""
+    images, _ = synthetic_batch
+    model = _model(tiny_categories, heuristic_score_thresh=0.0, heuristic_stuff_area=0)
+    model.eval()
+    plain_out = model(images)
+    model.return_potentials = model.return_heuristic = True
+    outs = model(images)
+    # the batch's padded grid at stride 4
+    h, w = (math.ceil(max(int(i.shape[d]) for i in images) / 32) * 32 // 4 for d in (1, 2))
+    for a, b, img in zip(plain_out, outs, images, strict=True):
+        assert torch.equal(a["panoptic"], b["panoptic"]) and a["segments_info"] == b["segments_info"]
+        assert b["potential"].shape == b["panoptic_logits"].shape == (3 + len(b["boxes"]), h, w)
+        assert not torch.equal(b["potential"], b["panoptic_logits"])  # untrained affinity changes P
+        assert b["potential_panoptic"].shape == b["panoptic"].shape == img.shape[-2:]
+    heuristic = _model(
+        tiny_categories, inference="heuristic", heuristic_score_thresh=0.0, heuristic_stuff_area=0
+    )
+    heuristic.load_state_dict(model.state_dict())
+    heuristic.eval()
+    for h_out, b in zip(heuristic(images), outs, strict=True):
+        assert torch.equal(h_out["panoptic"], b["heuristic_panoptic"])
+        assert h_out["segments_info"] == b["heuristic_segments_info"]
+    with torch.no_grad():  # phi0 = ReLU(0) = 0: P = Psi, so argmax(Psi) gives argmax(P)'s output
+        model.affinity.phi0[0].weight.zero_()
+        model.affinity.phi0[0].bias.zero_()
+    for b in model(images):
+        assert torch.equal(b["potential"], b["panoptic_logits"])
+        assert torch.equal(b["potential_panoptic"], b["panoptic"])
+        assert b["potential_segments_info"] == b["segments_info"]
+    model.return_potentials = model.return_heuristic = False
+    model.box_perturbation = lambda boxes, size: boxes
+    for a, b in zip(model(images), model(images), strict=True):
+        assert torch.equal(a["panoptic"], b["panoptic"])
+    reference = model(images)
+    sizes: list[tuple[int, int]] = []
+
+    def halve(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        sizes.append(size)
+        return boxes * 0.5
+
+    model.box_perturbation = halve
+    moved = model(images)
+    assert sizes == [tuple(i.shape[-2:]) for i in images]
+    for r, m in zip(reference, moved, strict=True):
+        assert torch.equal(m["boxes"], r["boxes"] * 0.5)

@@ -136,6 +136,7 @@ def test_paper_configurations(parameters: dict[str, Any]) -> None:
     for ns in ("train_cityscapes", "train_coco"):
         model = ModelConfig.from_dict(parameters[ns]["model"])
         assert (model.backbone_depth, model.pretrained, model.norm) == (50, "imagenet", "frozen_bn")
+        assert model.semantic_head == "deformable"  # UPSNet's head with GroupNorm (sec. 3.2)
         assert TrainerConfig.from_dict(parameters[ns]["trainer"]).optimizer == "sgd"
     cs = parameters["train_cityscapes"]
     t = TrainerConfig.from_dict(cs["trainer"])

@@ -10,6 +10,11 @@ Rows of Table 1 and the four trained models behind them::
     D1   D       x    x    x    x    -     heuristic merger on the end-to-end trained model
     D2   D       x    x    x    -    x     argmax of P: the paper's full method
 
+Supplementary rows (optional in a study; :data:`SUPPLEMENTARY_ROWS`), beyond Table 1::
+
+    D2gt Dgt     x    x    x    -    x     D2 trained on GROUND-TRUTH detections (supplementary Table C):
+                                           ``train_detections: ground_truth``, predicted detections at test
+
 "C1 and C2, as well as D1 and D2, are identical models using different inference methods" (sec. 4.1): four
 trainings (A, B, C, D) and six evaluations. Rows A and C have no matching loss (``train_end_to_end: false``):
 their network learns the detector and the semantic head V only (the panoptic head has no parameter without
@@ -66,9 +71,21 @@ ROW_INFERENCE_KEYS = {
 }
 """ModelConfig fields a row may set besides ``inference``: they act at inference only, so rows sharing a
 trained model may differ in them (e.g. the merger's stuff-area limit, scaled to the image size)."""
-ROW_MODEL: dict[str, str] = {"A": "A", "B": "B", "C1": "C", "C2": "C", "D1": "D", "D2": "D"}
+SUPPLEMENTARY_ROWS: dict[str, str] = {"D2gt": "Dgt"}
+"""Rows beyond Table 1 and their model (each its own training); a study may declare them in ``models`` and
+``rows`` (both or neither): ``D2gt`` = D2 trained on ground-truth detections (supplementary Table C)."""
+SUPPLEMENTARY_MODELS: tuple[str, ...] = tuple(SUPPLEMENTARY_ROWS.values())
+ROW_MODEL: dict[str, str] = {
+    "A": "A",
+    "B": "B",
+    "C1": "C",
+    "C2": "C",
+    "D1": "D",
+    "D2": "D",
+    **SUPPLEMENTARY_ROWS,
+}
 """The trained model behind each row (fixed by the paper: C1/C2 and D1/D2 share a model)."""
-TRAINING_ROW: dict[str, str] = {"A": "A", "B": "B", "C": "C2", "D": "D2"}
+TRAINING_ROW: dict[str, str] = {"A": "A", "B": "B", "C": "C2", "D": "D2", "Dgt": "D2gt"}
 """The row whose Kedro namespace trains each model: its argmax row, the inference of the unified pipeline.
 ``--namespaces=C2`` therefore trains C and evaluates C2; ``--namespaces=C1`` only evaluates (model C must
 have been trained before, by C2's namespace)."""
@@ -168,9 +185,14 @@ def validate_study(study: Mapping[str, Any], where: str = "ablation") -> None:
     if not isinstance(study["evaluation"], Mapping):
         raise ValueError(f"params:{where}.evaluation must be a mapping (an evaluation namespace)")
     models, rows = study["models"], study["rows"]
-    _check(models, f"params:{where}.models", set(MODELS))
-    _check(rows, f"params:{where}.rows", set(ROWS))
-    for model in MODELS:
+    _check(models, f"params:{where}.models", set(MODELS), set(SUPPLEMENTARY_MODELS))
+    _check(rows, f"params:{where}.rows", set(ROWS), set(SUPPLEMENTARY_ROWS))
+    for row, model in SUPPLEMENTARY_ROWS.items():
+        if (row in rows) != (model in models):
+            raise ValueError(
+                f"params:{where}: declare the supplementary row {row} and its model {model} together"
+            )
+    for model in study_models(study):
         if not isinstance(models[model], Mapping):
             raise ValueError(f"params:{where}.models.{model} must be a mapping of ModelConfig keys")
         if "inference" in models[model]:
@@ -178,15 +200,25 @@ def validate_study(study: Mapping[str, Any], where: str = "ablation") -> None:
                 f"params:{where}.models.{model}: `inference` is a row setting "
                 f"(params:{where}.rows.<row>.inference)"
             )
-    for row in ROWS:
+    for row in study_rows(study):
         _check(rows[row], f"params:{where}.rows.{row}", ROW_KEYS, ROW_INFERENCE_KEYS)
         row_model_config(study, row, where=where)  # ModelConfig validation (e.g. heuristic without masks)
     evaluation_params(study, ROWS[0], where=where)
 
 
+def study_rows(study: Mapping[str, Any]) -> list[str]:
+    """Table 1's rows and the supplementary rows the study declares, in order."""
+    return [*ROWS, *(r for r in SUPPLEMENTARY_ROWS if r in (study.get("rows") or {}))]
+
+
+def study_models(study: Mapping[str, Any]) -> list[str]:
+    """The four models and the supplementary models the study declares."""
+    return [*MODELS, *(m for m in SUPPLEMENTARY_MODELS if m in (study.get("models") or {}))]
+
+
 def rows_of_model(model: str) -> list[str]:
     """The rows evaluating the trained model ``model`` (in Table 1's order)."""
-    return [row for row in ROWS if ROW_MODEL[row] == model]
+    return [row for row in (*ROWS, *SUPPLEMENTARY_ROWS) if ROW_MODEL[row] == model]
 
 
 def training_row(model: str) -> str:
@@ -203,8 +235,11 @@ def training_params(study: Mapping[str, Any], model: str, where: str = "ablation
     """The training namespace of one model: ``base`` with the model's switches merged into ``base.model``,
     ``output_dir = <models_dir>/<model>`` and ``trainer.checkpoint_dir = <models_dir>/<model>/checkpoints``.
     The model's inference is the base one (argmax unless changed); rows choose theirs at evaluation."""
-    if model not in MODELS:
-        raise ValueError(f"unknown ablation model {model!r}; choose one of {list(MODELS)}")
+    if model not in study_models(study):
+        raise ValueError(
+            f"params:{where}.models: no model {model!r}; the study has {study_models(study)} "
+            f"(supplementary models must be declared: {list(SUPPLEMENTARY_MODELS)})"
+        )
     params = copy.deepcopy(dict(study["base"]))
     params["model"] = {**dict(params["model"]), **dict(study["models"][model])}
     out = model_dir(study, model)
@@ -222,8 +257,11 @@ def training_params(study: Mapping[str, Any], model: str, where: str = "ablation
 
 def row_model_config(study: Mapping[str, Any], row: str, where: str = "ablation") -> ModelConfig:
     """The ModelConfig row ``row`` is evaluated with (its model's config, with the row's inference)."""
-    if row not in ROWS:
-        raise ValueError(f"unknown ablation row {row!r}; choose one of {list(ROWS)}")
+    if row not in study_rows(study):
+        raise ValueError(
+            f"params:{where}.rows: no row {row!r}; the study has {study_rows(study)} "
+            f"(supplementary rows must be declared: {list(SUPPLEMENTARY_ROWS)})"
+        )
     spec = study["rows"][row]
     data = {**dict(study["base"]["model"]), **dict(study["models"][ROW_MODEL[row]]), **dict(spec)}
     try:

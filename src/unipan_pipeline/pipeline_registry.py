@@ -2,9 +2,11 @@
 
 Every folder of ``pipelines/`` is registered under its name (``generate_synthetic``, ``ingest_cityscapes``,
 ``ingest_coco``, ``train_cityscapes``, ``evaluate_cityscapes``, ``train_coco``, ``evaluate_coco``,
-``predict``). The demo reuses the Cityscapes training and evaluation pipelines in the namespace ``demo``:
-their parameters are remapped (``params:train_cityscapes`` -> ``params:demo``, ``params:evaluate_cityscapes``
--> ``params:demo.evaluation``) and their datasets prefixed (``demo.cityscapes_model``, ...):
+``predict``, ``ablation_cityscapes``, ``ablation_coco``, ``robustness_cityscapes`` - Fig. 1's experiment on
+one trained model, by default the demo's). The demo reuses the Cityscapes training and evaluation pipelines
+in the namespace ``demo``: their parameters are remapped (``params:train_cityscapes`` -> ``params:demo``,
+``params:evaluate_cityscapes`` -> ``params:demo.evaluation``) and their datasets prefixed
+(``demo.cityscapes_model``, ...):
 
 * ``demo_train``, ``demo_evaluate`` - the demo's training and evaluation (+ registration) steps (DVC stages);
 * ``demo`` = ``__default__`` (``kedro run``, ``make demo``): generate_synthetic -> ingest_cityscapes ->

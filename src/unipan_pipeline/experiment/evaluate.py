@@ -18,8 +18,12 @@ Parameter schema of an evaluation namespace (``evaluate_cityscapes``, ``evaluate
 Metrics (all fractions): PQ / SQ / RQ for all, things and stuff and per class (``PQAccumulator``, the
 protocol of ``pq_compute``) at the original ground-truth resolution; mIoU of the semantic head's argmax
 (``SemanticConfusion``, same resolution); AP box / mask of the detector (``COCODetectionEvaluator``, at the
-evaluation input resolution). Everything is logged into the training run of the model (its manifest holds
-the run id), so one MLflow run shows parameters, curves, metrics, reports and the model.
+evaluation input resolution). Models with the affinity head and argmax inference also get the affinity's
+effect (:mod:`unipan_pipeline.evaluation.affinity_effect`): ``affinity/cells_changed``,
+``affinity/thing_cells_changed``, ``affinity/relative_change`` and ``pq_without_affinity`` (+ ``_th`` /
+``_st``), the PQ of argmax(Psi) on the same weights. Everything is logged into the training run of the
+model (its manifest holds the run id), so one MLflow run shows parameters, curves, metrics, reports and the
+model.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from unipan_pipeline.evaluation import (
     write_id_png,
     write_metrics_json,
 )
+from unipan_pipeline.evaluation.affinity_effect import AffinityEffect
 from unipan_pipeline.evaluation.metrics import collect_metrics
 from unipan_pipeline.evaluation.reports import (
     plot_affinity,
@@ -180,6 +185,10 @@ def evaluate_experiment(
     affinity_pictures = int(params.get("affinity_pictures", 1)) if model.affinity is not None else 0
 
     pq_acc = PQAccumulator(categories)
+    with_affinity = model.affinity is not None and model.cfg.inference == "argmax"
+    model.return_potentials = with_affinity  # Psi and P, and the panoptic output of argmax(Psi)
+    effect = AffinityEffect(categories.num_stuff) if with_affinity else None
+    pq_psi = PQAccumulator(categories) if with_affinity else None
     semantic = SemanticConfusion(categories.num_classes, class_names=categories.names)
     detection = COCODetectionEvaluator.from_categories(categories)
     annotations: list[dict[str, Any]] = []
@@ -197,6 +206,16 @@ def evaluate_experiment(
                 gt_segments = data.segments(i)
                 pred_ids, pred_segments = prediction_at_size(out, gt_ids.shape)
                 pq_acc.update(gt_ids, gt_segments, pred_ids, pred_segments, image_id=image_id)
+                if effect is not None and pq_psi is not None:
+                    effect.update(out["potential"], out["panoptic_logits"], tuple(image.shape[-2:]))
+                    psi_ids, psi_segments = prediction_at_size(
+                        {
+                            "panoptic": out["potential_panoptic"],
+                            "segments_info": out["potential_segments_info"],
+                        },
+                        gt_ids.shape,
+                    )
+                    pq_psi.update(gt_ids, gt_segments, psi_ids, psi_segments, image_id=image_id)
                 semantic.update(
                     _resize_nearest(out["semantic"], gt_ids.shape),
                     gt_semantic(gt_ids, gt_segments, categories),
@@ -245,12 +264,14 @@ def evaluate_experiment(
     sem_results = semantic.compute()
     det_results = detection.compute()
     metrics = collect_metrics(pq_results, sem_results, detection=det_results)
+    if effect is not None and pq_psi is not None:
+        metrics.update(affinity_metrics(effect, pq_psi))
     metrics_path = write_metrics_json(
         params["metrics_path"],
         pq_results,
         sem_results,
         det_results,
-        extra={"n_images": n},
+        extra={"n_images": n, **{k: v for k, v in metrics.items() if k.startswith(AFFINITY_PREFIXES)}},
     )
     tables = write_per_class_table(pq_results, pq_acc.class_stats(), out_dir=report_dir)
     bars = plot_pq_bars(pq_results, categories, out_dir=report_dir)
@@ -286,6 +307,20 @@ def evaluate_experiment(
             "wall_time_s": round(wall, 2),
         }
     )
+
+
+AFFINITY_PREFIXES = ("affinity/", "pq_without_affinity", "pq_th_without_affinity", "pq_st_without_affinity")
+
+
+def affinity_metrics(effect: AffinityEffect, pq_psi: PQAccumulator) -> dict[str, float | None]:
+    """The affinity's effect (:mod:`unipan_pipeline.evaluation.affinity_effect`) and the PQ / PQ things /
+    PQ stuff of argmax(Psi): ``pq_without_affinity``, ``pq_th_without_affinity``,
+    ``pq_st_without_affinity``."""
+    psi = collect_metrics(pq_psi.compute())
+    out: dict[str, float | None] = dict(effect.compute())
+    for key in ("pq", "pq_th", "pq_st"):
+        out[f"{key}_without_affinity"] = psi[key]
+    return out
 
 
 def _existing_run(run_id: str | None) -> str | None:

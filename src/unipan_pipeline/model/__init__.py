@@ -11,10 +11,11 @@ from .instance_affinity import DenseInstanceAffinity
 from .outputs import panoptic_from_index_map
 from .panoptic_matching_loss import PanopticMatch, match_detections, panoptic_matching_loss
 from .panoptic_network import PanopticNetwork, build_model
-from .semantic_head import SemanticHead, semantic_loss
+from .semantic_head import DeformableSemanticHead, SemanticHead, semantic_loss
 from .weights import PretrainedWeightsError
 
 __all__ = [
+    "DeformableSemanticHead",
     "DenseInstanceAffinity",
     "DetectionSubmodule",
     "ModelConfig",

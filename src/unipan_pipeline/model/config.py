@@ -14,6 +14,8 @@ from typing import Any, Literal
 NormName = Literal["frozen_bn", "bn", "gn"]
 InferenceName = Literal["argmax", "heuristic"]
 VariantName = Literal["A", "B", "C"]
+SemanticHeadName = Literal["deformable", "plain"]
+TrainDetectionsName = Literal["predicted", "ground_truth"]
 
 _DEPTHS = (18, 34, 50, 101)
 
@@ -46,6 +48,10 @@ class ModelConfig:
     fpn_channels: int = 256
 
     # ---------------------------------------------------------------- semantic head and affinity (3.2, 3.4.2)
+    semantic_head: SemanticHeadName = "plain"
+    """``"deformable"``: the paper's (UPSNet's deformable subnet shared across P2-P5, GroupNorm after every
+    convolution); ``"plain"``: 3x3 convolutions, one branch per level (CPU demo; DeformConv2d is ~15x a 3x3
+    conv on a CPU). The affinity feature extractor uses the same architecture (sec. 3.4.2)."""
     semantic_channels: int = 128
     semantic_convs: int = 2
     affinity_channels: int = 128
@@ -79,6 +85,10 @@ class ModelConfig:
     panoptic_min_score: float = 0.0
     """Detections scoring below this are not given to the panoptic head (training and inference alike);
     0 keeps all detections of the detector (``box_score_thresh`` already applies)."""
+    train_detections: TrainDetectionsName = "predicted"
+    """Detections the panoptic head is trained on: ``"predicted"`` (the paper, sec. 3.5) or ``"ground_truth"``
+    (supplementary Table C: GT boxes and classes with score 1, masks from the mask head run on the GT boxes
+    with gradient). Inference always uses the predicted detections."""
     panoptic_max_detections_train: int | None = None
     """Training: at most this many top-scoring predicted detections per image reach the panoptic head (and
     its mask pass with gradients); ``None`` = all (up to ``detections_per_img``). Inference is unaffected."""
@@ -140,6 +150,15 @@ class ModelConfig:
         if self.potential_variant not in ("A", "B", "C"):
             raise ValueError(
                 f"ModelConfig.potential_variant={self.potential_variant!r}: choose 'A', 'B' or 'C'"
+            )
+        if self.semantic_head not in ("deformable", "plain"):
+            raise ValueError(
+                f"ModelConfig.semantic_head={self.semantic_head!r}: choose 'deformable' or 'plain'"
+            )
+        if self.train_detections not in ("predicted", "ground_truth"):
+            raise ValueError(
+                f"ModelConfig.train_detections={self.train_detections!r}: "
+                "choose 'predicted' or 'ground_truth'"
             )
         if not 0 <= self.trainable_layers <= 5:
             raise ValueError(f"ModelConfig.trainable_layers={self.trainable_layers}: must be in 0..5")

@@ -234,14 +234,36 @@ class DetectionSubmodule(nn.Module):
                 keep = kept[top]
             out.append({"boxes": b[keep], "scores": s[keep], "labels": lab[keep]})
         if self.use_masks:
-            with torch.set_grad_enabled(mask_grad and torch.is_grad_enabled()):
-                mask_boxes = [d["boxes"] for d in out]
-                if sum(len(b) for b in mask_boxes) > 0:
-                    m = heads.mask_head(heads.mask_roi_pool(features, mask_boxes, image_sizes))
-                    probs = maskrcnn_inference(heads.mask_predictor(m), [d["labels"] for d in out])
-                else:
-                    size = heads.mask_roi_pool.output_size[0] * 2
-                    probs = [features[ROI_KEYS[0]].new_zeros((0, 1, size, size)) for _ in out]
+            probs = self.mask_probs(
+                features, [d["boxes"] for d in out], [d["labels"] for d in out], image_sizes, mask_grad
+            )
             for d, p in zip(out, probs, strict=True):
-                d["mask_probs"] = p[:, 0]
+                d["mask_probs"] = p
         return out
+
+    def mask_probs(
+        self,
+        features: OrderedDict[str, Tensor],
+        boxes: list[Tensor],
+        labels: list[Tensor],
+        image_sizes: list[tuple[int, int]],
+        grad: bool = False,
+    ) -> list[Tensor]:
+        """Mask head on given boxes (per image; detector labels 1..N_th): [D, M, M] probabilities of each
+        box's class. ``grad`` keeps the graph (end-to-end training; also used on GT boxes, Table C).
+        Runs in fp32 under autocast, as the rest of the detector (called on GT / perturbed boxes from
+        outside :meth:`forward` too)."""
+        heads = self.roi_heads
+        device_type = next(iter(features.values())).device.type
+        with (
+            torch.autocast(device_type=device_type, enabled=False),
+            torch.set_grad_enabled(grad and torch.is_grad_enabled()),
+        ):
+            features = OrderedDict((k, v.float()) for k, v in features.items())
+            if sum(len(b) for b in boxes) > 0:
+                m = heads.mask_head(heads.mask_roi_pool(features, boxes, image_sizes))
+                probs = maskrcnn_inference(heads.mask_predictor(m), labels)
+            else:
+                size = heads.mask_roi_pool.output_size[0] * 2
+                probs = [features[ROI_KEYS[0]].new_zeros((0, 1, size, size)) for _ in boxes]
+        return [p[:, 0] for p in probs]

@@ -14,6 +14,9 @@ Documented choices:
   (eq. 3-4) are built from the kept detections and the matching cross-entropy is taken on P (on Psi when
   ``use_affinity`` is off). Gradients reach V, the affinity head, and the mask head through the pasted mask
   probabilities; boxes and scores are constants (see :mod:`.detection`).
+* **Ground-truth detections in training** (``train_detections: ground_truth``, supplementary Table C): the
+  panoptic head gets the GT boxes and classes (score 1; degenerate boxes dropped) and the masks of the mask
+  head run on the GT boxes, with gradient; matching, Psi, P and the loss are the same as above.
 * **Masks for Psi** are pasted at stride 4, each inside its box (:func:`.detection.paste_masks`); the
   full-resolution masks are pasted only for the heuristic merger or when ``return_masks`` is set (AP mask).
 * **Argmax inference.** ``P`` (stride 4, padded grid) is upsampled bilinearly by 4 and cropped to the input
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +54,7 @@ from .heuristic_merger import heuristic_merge
 from .instance_affinity import DenseInstanceAffinity
 from .outputs import channel_entries, panoptic_from_index_map
 from .panoptic_matching_loss import match_detections, panoptic_matching_loss
-from .semantic_head import SemanticHead, semantic_loss
+from .semantic_head import DeformableSemanticHead, SemanticHead, build_semantic_head, semantic_loss
 from .upsampled_argmax import upsampled_argmax
 
 STRIDE = 4
@@ -69,10 +73,10 @@ class PanopticNetwork(nn.Module):
         cfg: ModelConfig,
         categories: CategoryMap,
         backbone: ResNetFPNBackbone,
-        semantic_head: SemanticHead,
+        semantic_head: SemanticHead | DeformableSemanticHead,
         detector: DetectionSubmodule,
         *,
-        affinity_extractor: SemanticHead | None = None,
+        affinity_extractor: SemanticHead | DeformableSemanticHead | None = None,
         affinity: DenseInstanceAffinity | None = None,
     ) -> None:
         super().__init__()
@@ -90,6 +94,16 @@ class PanopticNetwork(nn.Module):
         self.return_masks = False
         """Eval: also return full-resolution ``masks`` [D, 1, H, W] (for AP mask); off, masks are pasted at
         stride 4 only, inside their boxes."""
+        self.return_potentials = False
+        """Eval (argmax inference): also return ``potential`` (Psi, eq. 1-2) and ``panoptic_logits``
+        (P, eq. 3-4) [N_st + D, h, w] at stride 4, and ``potential_panoptic`` / ``potential_segments_info``:
+        the panoptic output of argmax(Psi), built exactly as the one of argmax(P) (the affinity's effect)."""
+        self.return_heuristic = False
+        """Eval (with masks): also return ``heuristic_panoptic`` / ``heuristic_segments_info``, the heuristic
+        merger's output on the same detections (rows C1/D1), whatever ``cfg.inference``."""
+        self.box_perturbation: Callable[[Tensor, tuple[int, int]], Tensor] | None = None
+        """Eval: ``f(boxes [D, 4], (H, W)) -> boxes`` applied to the detected boxes before the panoptic head
+        and the merger (the masks are recomputed by the mask head on the new boxes); Fig. 1's experiment."""
         self.register_buffer("image_mean", torch.tensor(cfg.image_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(cfg.image_std).view(3, 1, 1), persistent=False)
 
@@ -132,6 +146,22 @@ class PanopticNetwork(nn.Module):
         mask_probs: Tensor | None,
     ) -> Tensor:
         """Psi (eq. 1-2) and, with the affinity head, P (eq. 3-4) of one image; ``[N_st + D, h, w]``."""
+        return self.potentials(
+            semantic_logits, q, boxes, scores=scores, classes=classes, mask_probs=mask_probs
+        )[1]
+
+    def potentials(
+        self,
+        semantic_logits: Tensor,
+        q: Tensor | None,
+        boxes: Tensor,
+        *,
+        scores: Tensor,
+        classes: Tensor,
+        mask_probs: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        """``(Psi, P)`` of one image (eq. 1-2 and 3-4), each ``[N_st + D, h, w]``; ``P is Psi`` without the
+        affinity head."""
         h, w = semantic_logits.shape[-2:]
         masks = None
         if mask_probs is not None:
@@ -140,8 +170,34 @@ class PanopticNetwork(nn.Module):
             semantic_logits, boxes, scores, classes, masks, self.num_stuff, self.cfg.potential_variant, STRIDE
         )
         if self.affinity is None or q is None:
-            return psi
-        return self.affinity(q, psi)
+            return psi, psi
+        return psi, self.affinity(q, psi)
+
+    def ground_truth_detections(
+        self, features: OrderedDict[str, Tensor], image_list: ImageList, targets: list[dict]
+    ) -> list[Detections]:
+        """The GT instances as detections (supplementary Table C): boxes, detector labels, score 1 and, with
+        masks, the mask head's probabilities on the GT boxes (with gradient); degenerate boxes dropped."""
+        out: list[Detections] = []
+        for tgt in targets:
+            boxes = tgt["boxes"].float()
+            size = self.cfg.min_box_size
+            keep = ((boxes[:, 2] - boxes[:, 0]) >= size) & ((boxes[:, 3] - boxes[:, 1]) >= size)
+            boxes = boxes[keep]
+            out.append(
+                {"boxes": boxes, "scores": torch.ones_like(boxes[:, 0]), "labels": tgt["labels"][keep]}
+            )
+        if self.cfg.use_masks:
+            probs = self.detector.mask_probs(
+                features,
+                [d["boxes"] for d in out],
+                [d["labels"] for d in out],
+                image_list.image_sizes,
+                grad=True,
+            )
+            for d, prob in zip(out, probs, strict=True):
+                d["mask_probs"] = prob
+        return out
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -177,14 +233,17 @@ class PanopticNetwork(nn.Module):
         cfg = self.cfg
         padded = (int(image_list.tensors.shape[-2]), int(image_list.tensors.shape[-1]))
         e2e = cfg.train_end_to_end
+        predicted = cfg.train_detections == "predicted"
         detections, det_losses = self.detector(
             image_list,
             features,
             targets,
-            detect=e2e,
+            detect=e2e and predicted,
             mask_grad=e2e,
             max_detections=cfg.panoptic_max_detections_train,
         )
+        if e2e and not predicted:
+            detections = self.ground_truth_detections(features, image_list, targets)
         losses = {k: v * cfg.loss_weight_det for k, v in det_losses.items()}
         sem_target = torch.stack([self._pad(t["semantic"].long(), padded, IGNORE_INDEX) for t in targets])
         losses["loss_semantic"] = semantic_loss(sem_logits, sem_target) * cfg.loss_weight_sem
@@ -232,6 +291,8 @@ class PanopticNetwork(nn.Module):
     ) -> list[dict]:
         cfg = self.cfg
         detections, _ = self.detector(image_list, features)
+        if self.box_perturbation is not None:
+            detections = self._perturb_detections(detections, features, image_list)
         results = []
         for i, det in enumerate(detections):
             h, w = image_list.image_sizes[i]
@@ -242,14 +303,15 @@ class PanopticNetwork(nn.Module):
                 "scores": det["scores"],
                 "labels": det["labels"],
             }
+            heuristic = cfg.inference == "heuristic" or (self.return_heuristic and cfg.use_masks)
             full_masks = None
-            if cfg.use_masks and (self.return_masks or cfg.inference == "heuristic"):
+            if cfg.use_masks and (self.return_masks or heuristic):
                 full_masks = paste_masks(det["mask_probs"], det["boxes"], h, w, stride=1.0)
                 if self.return_masks:
                     result["masks"] = full_masks[:, None]
-            if cfg.inference == "heuristic":
+            if heuristic:
                 assert full_masks is not None
-                index_map, entries = heuristic_merge(
+                heuristic_output = heuristic_merge(
                     semantic,
                     full_masks,
                     det["scores"],
@@ -260,9 +322,14 @@ class PanopticNetwork(nn.Module):
                     stuff_area_limit=cfg.heuristic_stuff_area,
                     mask_threshold=cfg.heuristic_mask_thresh,
                 )
+                if self.return_heuristic:
+                    pan, segs = panoptic_from_index_map(*heuristic_output, self.categories)
+                    result["heuristic_panoptic"], result["heuristic_segments_info"] = pan, segs
+            if cfg.inference == "heuristic":
+                index_map, entries = heuristic_output
             else:
                 boxes, scores, classes, mask_probs = self._panoptic_inputs(det)
-                p = self.panoptic_logits(
+                psi, p = self.potentials(
                     sem_logits[i],
                     None if q is None else q[i],
                     boxes,
@@ -270,17 +337,45 @@ class PanopticNetwork(nn.Module):
                     classes=classes,
                     mask_probs=mask_probs,
                 )
-                index_map = self.argmax_full_resolution(p, (h, w)) + 1
-                if cfg.void_unclaimed_things:
-                    # a stuff channel won where V says "thing": no detection claims the pixel -> void
-                    unclaimed = (index_map <= self.num_stuff) & (semantic >= self.num_stuff)
-                    index_map = index_map.masked_fill(unclaimed, 0)
+                index_map = self._argmax_index_map(p, semantic)
                 entries = channel_entries(self.num_stuff, classes, scores)
+                if self.return_potentials:
+                    result["potential"], result["panoptic_logits"] = psi, p
+                    pan, segs = panoptic_from_index_map(
+                        self._argmax_index_map(psi, semantic), entries, self.categories
+                    )
+                    result["potential_panoptic"], result["potential_segments_info"] = pan, segs
             panoptic, segments = panoptic_from_index_map(index_map, entries, self.categories)
             result["panoptic"] = panoptic
             result["segments_info"] = segments
             results.append(result)
         return results
+
+    def _argmax_index_map(self, p: Tensor, semantic: Tensor) -> Tensor:
+        """Index map (0 = void, k + 1 = channel k) of the full-resolution argmax of ``p`` (P or Psi)."""
+        index_map = self.argmax_full_resolution(p, tuple(semantic.shape)) + 1
+        if self.cfg.void_unclaimed_things:
+            # a stuff channel won where V says "thing": no detection claims the pixel -> void
+            unclaimed = (index_map <= self.num_stuff) & (semantic >= self.num_stuff)
+            index_map = index_map.masked_fill(unclaimed, 0)
+        return index_map
+
+    def _perturb_detections(
+        self, detections: list[Detections], features: OrderedDict[str, Tensor], image_list: ImageList
+    ) -> list[Detections]:
+        """``box_perturbation`` applied to every detected box; masks recomputed on the new boxes."""
+        assert self.box_perturbation is not None
+        out = [
+            {**det, "boxes": self.box_perturbation(det["boxes"], size)}
+            for det, size in zip(detections, image_list.image_sizes, strict=True)
+        ]
+        if self.cfg.use_masks:
+            probs = self.detector.mask_probs(
+                features, [d["boxes"] for d in out], [d["labels"] for d in out], image_list.image_sizes
+            )
+            for d, prob in zip(out, probs, strict=True):
+                d["mask_probs"] = prob
+        return out
 
     @staticmethod
     def argmax_full_resolution(p: Tensor, size: tuple[int, int]) -> Tensor:
@@ -300,7 +395,8 @@ def build_model(cfg: ModelConfig, categories: CategoryMap) -> PanopticNetwork:
     """Wire the network from a config (the one place where the config becomes parts)."""
     backbone = build_backbone(cfg)
     c = backbone.out_channels
-    semantic = SemanticHead(
+    semantic = build_semantic_head(
+        cfg.semantic_head,
         c,
         categories.num_classes,
         channels=cfg.semantic_channels,
@@ -310,7 +406,8 @@ def build_model(cfg: ModelConfig, categories: CategoryMap) -> PanopticNetwork:
     detector = DetectionSubmodule(cfg, categories.num_things, c)
     extractor = affinity = None
     if cfg.use_affinity:
-        extractor = SemanticHead(
+        extractor = build_semantic_head(  # "adopts the same architecture" (sec. 3.4.2)
+            cfg.semantic_head,
             c,
             cfg.affinity_channels,
             channels=cfg.semantic_channels,

@@ -11,7 +11,9 @@ in the namespace of its argmax row (:data:`unipan_pipeline.ablation.TRAINING_ROW
     C2         C2.cityscapes_train_C, C2.cityscapes_evaluate_C2   writes ablation_cityscapes_model_C
     D1         D1.cityscapes_evaluate_D1                 reads ablation_cityscapes_model_D
     D2         D2.cityscapes_train_D, D2.cityscapes_evaluate_D2   writes ablation_cityscapes_model_D
-    (none)     cityscapes_ablation_report                the six rows -> table, paper table, claims, metrics
+    D2gt       D2gt.cityscapes_train_Dgt, D2gt.cityscapes_evaluate_D2gt  (supplementary: D2 trained on GT
+                                                         detections; the Cityscapes study only)
+    (none)     cityscapes_ablation_report                the rows -> table, paper table, claims, metrics
 
 Kedro 1.7's ``--namespaces=X`` keeps the nodes whose namespace is ``X`` or starts with ``X.``:
 
@@ -72,11 +74,15 @@ def _bind(func: Callable[..., Any], **bound: str) -> Callable[..., Any]:
     return node_func
 
 
-def create_study_pipeline(dataset: str, ingested: str) -> Pipeline:
-    """The ablation study on ``dataset`` (``cityscapes`` / ``coco``); ``ingested``: its ingestion summary."""
+def create_study_pipeline(dataset: str, ingested: str, supplementary: tuple[str, ...] = ()) -> Pipeline:
+    """The ablation study on ``dataset`` (``cityscapes`` / ``coco``); ``ingested``: its ingestion summary;
+    ``supplementary``: rows of :data:`unipan_pipeline.ablation.SUPPLEMENTARY_ROWS` to add (their study
+    parameters must declare them)."""
     study = f"params:ablation_{dataset}"
+    rows = [*ablation.ROWS, *supplementary]
+    models = [*ablation.MODELS, *(ablation.ROW_MODEL[r] for r in supplementary)]
     nodes: list[Node] = []
-    for model in ablation.MODELS:
+    for model in models:
         nodes.append(
             Node(
                 _bind(train_model, dataset=dataset, model=model),
@@ -87,7 +93,7 @@ def create_study_pipeline(dataset: str, ingested: str) -> Pipeline:
                 tags=["ablation", "ablation_train"],
             )
         )
-    for row in ablation.ROWS:
+    for row in rows:
         nodes.append(
             Node(
                 _bind(evaluate_row, dataset=dataset, row=row),
@@ -101,7 +107,7 @@ def create_study_pipeline(dataset: str, ingested: str) -> Pipeline:
     nodes.append(
         Node(
             _bind(build_report, dataset=dataset),
-            inputs=[study, *(row_dataset(dataset, row) for row in ablation.ROWS)],
+            inputs=[study, *(row_dataset(dataset, row) for row in rows)],
             outputs=[f"ablation_{dataset}_{name}" for name in REPORT_OUTPUTS],
             name=f"{dataset}_ablation_report",
             tags=["ablation", "ablation_report"],
@@ -111,4 +117,4 @@ def create_study_pipeline(dataset: str, ingested: str) -> Pipeline:
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
-    return create_study_pipeline("cityscapes", "cityscapes_ingested")
+    return create_study_pipeline("cityscapes", "cityscapes_ingested", supplementary=("D2gt",))

@@ -1,0 +1,63 @@
+"""Node of the robustness pipeline (a thin wrapper around :mod:`unipan_pipeline.experiment.robustness`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from unipan_pipeline.experiment.robustness import (
+    METHODS,
+    plot_robustness,
+    robustness_experiment,
+    robustness_markdown,
+    robustness_table,
+)
+
+log = logging.getLogger(__name__)
+
+PLOT_NAME = "pq_things_vs_box_perturbation.png"
+
+
+def measure_robustness(params: dict[str, Any]) -> tuple[pd.DataFrame, str, dict[str, Any]]:
+    """Shrink / shift the detected boxes of one model by each fraction (Fig. 1); PQ things of argmax(P),
+    argmax(Psi) and the heuristic merger; table, Markdown, plot, logged to the active MLflow run.
+
+    Args:
+        params: ``params:robustness_cityscapes`` (schema in :mod:`unipan_pipeline.experiment.robustness`).
+
+    Returns:
+        ``(table in percent, Markdown report, summary)``.
+    """
+    result = robustness_experiment(params, name="robustness_cityscapes")
+    table = robustness_table(result)
+    markdown = robustness_markdown(table, result)
+    plot = plot_robustness(table, Path(str(params["report_dir"])) / PLOT_NAME)
+    result["plot"] = plot.as_posix()
+    result["mlflow_run_id"] = _log_to_mlflow(result, table, markdown, plot)
+    return table, markdown, result
+
+
+def _log_to_mlflow(result: dict[str, Any], table: pd.DataFrame, markdown: str, plot: Path) -> str | None:
+    """Metrics ``robustness/pq_th_<method>`` (step = perturbation in percent), the table and the plot, into
+    the active run (kedro-mlflow's run of ``kedro run``); nothing without one."""
+    import mlflow  # noqa: PLC0415 - heavy import
+
+    run = mlflow.active_run()
+    if run is None:
+        log.warning("no active MLflow run (kedro-mlflow tracking disabled?): robustness results not logged")
+        return None
+    for row in result["table"]:
+        step = round(100 * float(row["fraction"]))
+        for method in METHODS:
+            for key in ("pq_th", "pq"):
+                value = row[f"{key}_{method}"]
+                if value is not None:
+                    mlflow.log_metric(f"robustness/{key}_{method}", float(value), step=step)
+    mlflow.set_tags({"robustness_model": result["model_manifest"], "robustness_split": result["split"]})
+    mlflow.log_text(table.to_csv(index=False), "robustness/table.csv")
+    mlflow.log_text(markdown, "robustness/table.md")
+    mlflow.log_artifact(str(plot), "robustness")
+    return str(run.info.run_id)
