@@ -66,9 +66,9 @@ def _git(project: Path, *args: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DVC.exists(), reason="dvc is not installed in this environment")
 def test_dvc_exp_run_with_set_param(tmp_path: Path) -> None:
     """The README's ``dvc exp run -S`` in a git + DVC copy with tiny parameters in its conf/base."""
+    assert DVC.exists(), f"{DVC} missing: dvc is a dependency of the project (pyproject.toml)"
     project = copy_project(tmp_path / "project")
     shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
     shutil.copytree(ROOT / "conf/dvc", project / "conf/dvc")

@@ -151,9 +151,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.skipif(not MLFLOW.exists(), reason="the mlflow CLI is not installed in this environment")
 def test_mlflow_models_serve_answers_array_and_base64(logged: dict[str, Any], tmp_path: Path) -> None:
     """``mlflow models serve -m models:/unipan-toy@champion --env-manager local`` on 127.0.0.1."""
+    assert MLFLOW.exists(), f"{MLFLOW} missing: mlflow is a dependency of the project (pyproject.toml)"
     port = _free_port()
     env = {
         **os.environ,
