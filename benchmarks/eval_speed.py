@@ -42,15 +42,21 @@ from typing import Any
 import numpy as np
 from panopticapi.evaluation import pq_compute
 
-from unipan_pipeline.evaluation import panoptic_quality
+from unipan_pipeline.evaluation import pq_files
 from unipan_pipeline.evaluation.panoptic_quality import (
     PQAccumulator,
     PQCategories,
+    evaluate_runs,
+    joint_runs,
     pq_compute_files,
-    read_id_png,
+)
+from unipan_pipeline.fileio.png import (
+    ID_MASK,
+    available_backends,
+    decode_id_png,
+    decode_pixel_words,
     write_id_png,
 )
-from unipan_pipeline.panoptic_png import available_backends, decode_id_png
 
 HOTCOCO_SCRIPT = """
 import contextlib, io, json, sys
@@ -346,17 +352,18 @@ def _side_by_side(
 
 def _profile(root: Path, gt: dict, pred: dict, n: int) -> dict[str, float]:
     """Milliseconds per image pair of each stage of our file path (one process), and the start-up."""
+    pq_files._keep_decode_buffers_on_the_heap()  # as in the command line's workers
     cats = PQCategories.coerce(gt["categories"])
     stages = {"decode 2 PNGs": 0.0, "joint runs": 0.0, "matching": 0.0}
     anns = gt["annotations"][:n]
     for ann in anns:
         t0 = time.perf_counter()
-        g = decode_id_png(root / "gt" / ann["file_name"])
-        p = decode_id_png(root / "pred" / ann["file_name"])
+        g = decode_pixel_words(root / "gt" / ann["file_name"])
+        p = decode_pixel_words(root / "pred" / ann["file_name"])
         t1 = time.perf_counter()
-        g_run, p_run, lengths = panoptic_quality._runs(g, p)
+        g_run, p_run, lengths = joint_runs(g, p, value_mask=ID_MASK)
         t2 = time.perf_counter()
-        panoptic_quality._evaluate_runs(
+        evaluate_runs(
             g_run,
             p_run,
             lengths,
@@ -387,15 +394,26 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="runs of each whole-process command (median)")
     ap.add_argument("--profile", type=int, default=20, help="images profiled stage by stage (0: none)")
-    ap.add_argument("--dir", default=None, help="keep the generated set here (default: a temp folder)")
+    ap.add_argument(
+        "--dir",
+        default=None,
+        help="keep the generated set here (default: a temp folder); a set made there before with the same "
+        "--images/--height/--width/--seed is reused",
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="eval_speed_") as tmp:
         root = Path(args.dir or tmp)
         t0 = time.perf_counter()
-        gt_json, pred_json = generate(
-            root, args.images, args.height, args.width, seed=args.seed, workers=args.workers
-        )
+        recipe = {"images": args.images, "height": args.height, "width": args.width, "seed": args.seed}
+        made = root / "recipe.json"
+        if made.is_file() and json.loads(made.read_text()) == recipe:
+            gt_json, pred_json = root / "gt.json", root / "pred.json"
+        else:
+            gt_json, pred_json = generate(
+                root, args.images, args.height, args.width, seed=args.seed, workers=args.workers
+            )
+            made.write_text(json.dumps(recipe))
         gen_s = time.perf_counter() - t0
         paths = (str(gt_json), str(pred_json), str(root / "gt"), str(root / "pred"))
         n = args.images
@@ -416,8 +434,8 @@ def main() -> None:
         acc = PQAccumulator(gt["categories"])
         mem_s = 0.0
         for ann in gt["annotations"]:
-            g = read_id_png(root / "gt" / ann["file_name"]).astype(np.int32)
-            p = read_id_png(root / "pred" / ann["file_name"]).astype(np.int32)
+            g = decode_id_png(root / "gt" / ann["file_name"]).astype(np.int32)
+            p = decode_id_png(root / "pred" / ann["file_name"]).astype(np.int32)
             pa = pred[ann["image_id"]]
             t0 = time.perf_counter()
             acc.update(g, ann["segments_info"], p, pa["segments_info"], image_id=ann["image_id"])

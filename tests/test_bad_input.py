@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from test_ingest_cityscapes import make_cityscapes_tree
 
-from unipan_pipeline.data import store
+from unipan_pipeline.data import store_write
 from unipan_pipeline.data.cityscapes import ingest_cityscapes
 from unipan_pipeline.data.coco import PANOPTICAPI_SAMPLE, ingest_coco
 from unipan_pipeline.data.dataset import PanopticDataset
@@ -211,7 +211,7 @@ def test_interrupted_ingestion_keeps_earlier_output(
     _ingest(coco, out)
     before = (out / "panoptic_val.json").read_text()
     calls = {"n": 0}
-    real = store.validate_segments
+    real = store_write.validate_segments
 
     def crash_on_second(*args, **kwargs):
         calls["n"] += 1
@@ -219,7 +219,7 @@ def test_interrupted_ingestion_keeps_earlier_output(
             raise KeyboardInterrupt("simulated interruption")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(store, "validate_segments", crash_on_second)
+    monkeypatch.setattr(store_write, "validate_segments", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         _ingest(coco, out)
     assert calls["n"] == 2

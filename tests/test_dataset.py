@@ -21,7 +21,7 @@ from unipan_pipeline.data.dataset import (
     ids_to_index,
     masks_to_boxes,
 )
-from unipan_pipeline.data.store import read_panoptic_png, rgb_to_id, write_panoptic_png
+from unipan_pipeline.data.store import read_panoptic_png, rgb_to_id, write_id_png
 from unipan_pipeline.data.transforms import PanopticTransform, TransformConfig
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "panopticapi_sample"
@@ -196,7 +196,7 @@ def test_build_target_only_stuff_and_crowd() -> None:
 
 def test_png_id_codec_uint32(tmp_path: Path) -> None:
     ids = np.array([[0, 255, 256], [65535, 65536, 2**24 - 1]], dtype=np.uint32)
-    write_panoptic_png(ids, tmp_path / "x.png")
+    write_id_png(tmp_path / "x.png", ids)
     assert np.array_equal(read_panoptic_png(tmp_path / "x.png"), ids)
     assert rgb_to_id(np.array([[[255, 255, 255]]], dtype=np.uint8))[0, 0] == 2**24 - 1  # no uint8 overflow
 

@@ -1,6 +1,6 @@
-"""The panoptic PNG decoder (:mod:`unipan_pipeline.panoptic_png`): pyspng and the Pillow fallback agree bit
-for bit, ids are ``R + 256 G + 256^2 B``, bad files give errors naming the file; the store and the evaluation
-use it."""
+"""The panoptic PNG codec (:mod:`unipan_pipeline.fileio.png`): pywuffs, pyspng and the Pillow fallback agree
+bit for bit, ids are ``R + 256 G + 256^2 B``, bad files give errors naming the file; the store and the
+evaluation use it."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unipan_pipeline import panoptic_png
 from unipan_pipeline.data import CorruptFileError, read_panoptic_png
 from unipan_pipeline.evaluation import pq_compute_files, read_id_png, write_id_png
-from unipan_pipeline.panoptic_png import PanopticPNGError, decode_id_png
+from unipan_pipeline.fileio import png as panoptic_png
+from unipan_pipeline.fileio.errors import PanopticPNGError
+from unipan_pipeline.fileio.png import ID_MASK, decode_id_png, decode_pixel_words
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "panopticapi_sample"
 
@@ -104,17 +105,20 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path,
     return out
 
 
-def test_pyspng_and_pillow_agree_bitwise(generated: dict[str, tuple[Path, np.ndarray]]) -> None:
-    pytest.importorskip("pyspng")  # a declared dependency; only absent in a broken environment
-    assert panoptic_png.available_backends() == ["pyspng", "pillow"]
+def test_the_decoders_agree_bitwise(generated: dict[str, tuple[Path, np.ndarray]]) -> None:
+    # pywuffs and pyspng are declared dependencies; only absent in a broken environment
+    assert panoptic_png.available_backends() == ["pywuffs", "pyspng", "pillow"]
     for name, (path, ids) in generated.items():
-        fast = decode_id_png(path, backend="pyspng")
-        slow = decode_id_png(path, backend="pillow")
-        for got in (fast, slow, decode_id_png(path)):
+        decoded = {backend: decode_id_png(path, backend=backend) for backend in panoptic_png.BACKENDS}
+        for got in [*decoded.values(), decode_id_png(path)]:
             assert got.dtype == np.uint32 and got.shape == ids.shape, name
             assert got.flags.c_contiguous and got.flags.writeable, name
-        assert np.array_equal(fast, slow), name
-        assert np.array_equal(fast.astype(np.int64), ids), name
+            assert np.array_equal(got.astype(np.int64), ids), name
+        for backend in panoptic_png.BACKENDS:  # the words are the ids plus 2^24 alpha
+            words = decode_pixel_words(path, backend=backend)
+            assert np.array_equal(words & ID_MASK, decoded[backend]), (name, backend)
+        if name.startswith("rgb "):  # opaque RGB: every alpha byte 255
+            assert (decode_pixel_words(path) >> 24 == 255).all(), name
 
 
 def test_the_public_readers_use_it(
@@ -127,8 +131,9 @@ def test_the_public_readers_use_it(
         calls.append(Path(path).name)
         return real(data, path)
 
-    monkeypatch.setattr(panoptic_png, "_PYSPNG", [None])
-    monkeypatch.setattr(panoptic_png, "_decode_pillow", spy)
+    monkeypatch.setitem(panoptic_png._MODULES, "pywuffs", None)  # as if neither was installed
+    monkeypatch.setitem(panoptic_png._MODULES, "pyspng", None)
+    monkeypatch.setitem(panoptic_png._DECODERS, "pillow", spy)
     for name, (path, ids) in generated.items():
         assert np.array_equal(read_id_png(path).astype(np.int64), ids), name
         assert np.array_equal(read_panoptic_png(path).astype(np.int64), ids), name
@@ -144,31 +149,39 @@ def test_the_public_readers_use_it(
     assert res["All"]["pq"] == 1.0 and calls[-2:] == [path.name, path.name]
 
 
-def test_pillow_is_the_fallback_without_pyspng(
+def test_the_fallbacks(
     generated: dict[str, tuple[Path, np.ndarray]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(panoptic_png, "_PYSPNG", [None])  # as if `import pyspng` had failed
-    assert panoptic_png.available_backends() == ["pillow"]
     path, ids = generated["rgba noise 37x53"]
+    monkeypatch.setitem(panoptic_png._MODULES, "pywuffs", None)  # as if `import pywuffs` had failed
+    assert panoptic_png.available_backends() == ["pyspng", "pillow"]
+    assert np.array_equal(decode_id_png(path).astype(np.int64), ids)
+    with pytest.raises(RuntimeError, match="pywuffs is not installed"):
+        decode_id_png(path, backend="pywuffs")
+    monkeypatch.setitem(panoptic_png._MODULES, "pyspng", None)
+    assert panoptic_png.available_backends() == ["pillow"]
     assert np.array_equal(decode_id_png(path).astype(np.int64), ids)
     with pytest.raises(RuntimeError, match="pyspng is not installed"):
         decode_id_png(path, backend="pyspng")
 
 
-@pytest.mark.parametrize("backend", ["pyspng", "pillow"])
+@pytest.mark.parametrize("backend", ["pywuffs", "pyspng", "pillow"])
 def test_bad_files_are_named(tmp_path: Path, backend: str) -> None:
-    if backend == "pyspng":
-        pytest.importorskip("pyspng")
     good = tmp_path / "good.png"
     write_id_png(good, np.arange(64 * 48).reshape(48, 64) * 4099)
     data = good.read_bytes()
     (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.png").write_bytes(b"not a png at all, just some text to be long enough")
+    flipped = bytearray(data)  # one bit of the compressed pixels: only the IDAT chunk's CRC tells
+    idat = data.index(b"IDAT")
+    flipped[idat + 4 + (struct.unpack_from(">I", data, idat - 4)[0] // 2)] ^= 0x10
+    (tmp_path / "flipped.png").write_bytes(bytes(flipped))
     Image.fromarray(np.zeros((4, 4), np.uint8), "L").save(tmp_path / "grey.png")
     Image.fromarray(np.zeros((4, 4), np.uint16)).save(tmp_path / "grey16.png")
     cases = {
         "truncated.png": r"truncated\.png cannot be decoded \(truncated or corrupt\?\)",
         "text.png": r"text\.png cannot be decoded: not a PNG file",
+        "flipped.png": r"flipped\.png cannot be decoded \(truncated or corrupt\?\)",
         "grey.png": r"grey\.png is a 8-bit greyscale PNG; expected an 8-bit RGB/RGBA or palette",
         "grey16.png": r"grey16\.png is a 16-bit greyscale PNG",
         "missing.png": r"missing\.png does not exist",
@@ -176,6 +189,8 @@ def test_bad_files_are_named(tmp_path: Path, backend: str) -> None:
     for name, pattern in cases.items():
         with pytest.raises(PanopticPNGError, match=pattern):
             decode_id_png(tmp_path / name, backend=backend)  # type: ignore[arg-type]
+    with pytest.raises(PanopticPNGError, match=r"CRC mismatch in the IDAT chunk"):
+        decode_id_png(tmp_path / "flipped.png", backend=backend)
     with pytest.raises(ValueError, match="unknown PNG backend 'cv2'"):
         decode_id_png(good, backend="cv2")  # type: ignore[arg-type]
     # the store turns them into its own CorruptFileError, still naming the file

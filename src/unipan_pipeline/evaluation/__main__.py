@@ -10,36 +10,19 @@ without pixels, a ground-truth PNG id missing from its json) and returns its num
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
-
-
-def _write_json_atomic(path: Path, data: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: Sequence[str] | None = None, *, start_method: str = "forkserver") -> int:
     """Run the command line; ``start_method``: how PQ worker processes start (``pq_compute_files``)."""
-    from unipan_pipeline.evaluation.errors import EvaluationError  # noqa: PLC0415 - after the env set-up
-    from unipan_pipeline.evaluation.panoptic_quality import (  # noqa: PLC0415
-        COMPAT_MODES,
-        format_pq_table,
-        pq_compute_files,
-        results_to_jsonable,
-    )
+    from unipan_pipeline.evaluation.pq_files import pq_compute_files  # noqa: PLC0415 - after the env set-up
+    from unipan_pipeline.evaluation.pq_matching import COMPAT_MODES  # noqa: PLC0415
+    from unipan_pipeline.evaluation.pq_report import format_pq_table, results_to_jsonable  # noqa: PLC0415
+    from unipan_pipeline.fileio.atomic import write_json_atomic  # noqa: PLC0415
+    from unipan_pipeline.fileio.errors import EvaluationError  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="python -m unipan_pipeline.evaluation", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,7 +58,7 @@ def main(argv: Sequence[str] | None = None, *, start_method: str = "forkserver")
         return 2
     print(format_pq_table(results, acc.categories if args.per_class else None))
     if args.output:
-        _write_json_atomic(Path(args.output), results_to_jsonable(results))
+        write_json_atomic(args.output, results_to_jsonable(results), newline=False, indent=2, sort_keys=True)
         print(f"results written to {args.output}")
     return 0
 
