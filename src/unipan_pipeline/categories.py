@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as cityscapes_labels
+
+from unipan_pipeline.fileio.atomic import write_json_atomic
 
 IGNORE_INDEX = 255
 """Label of pixels that carry no training signal (void, crowd, unmatched ground truth)."""
@@ -210,16 +211,7 @@ class CategoryMap:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write as JSON, atomically (temporary file, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomic(path, self.to_dict(), newline=False, indent=1)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CategoryMap:

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.data.errors import CorruptFileError, DataError, MissingDataError, UnknownCategoryError
 from unipan_pipeline.data.store import PngMode, SourceRecord, VerifyMode, write_ingested
+from unipan_pipeline.fileio.atomic import link_or_copy
 
 log = logging.getLogger(__name__)
 
@@ -157,12 +158,6 @@ def _render_instance_ids(polygons: Path, out: Path) -> None:
     Image.fromarray(np.asarray(instance_img, dtype=np.int64).astype(np.uint16)).save(out)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.symlink(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
 
 def _convert_split(
     raw_root: Path, split: str, scratch: Path, unannotated_images: UnannotatedPolicy = "error"
@@ -179,7 +174,7 @@ def _convert_split(
             city_dir.mkdir(parents=True, exist_ok=True)
             dst = city_dir / f"{prefix}{_INST}"
             if "instanceIds" in files:
-                _link_or_copy(files["instanceIds"], dst)
+                link_or_copy(files["instanceIds"], dst, symbolic=True)
             else:
                 _render_instance_ids(files["polygons"], dst)
                 files["instanceIds"] = dst

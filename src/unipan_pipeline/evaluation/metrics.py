@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from unipan_pipeline.fileio.atomic import write_json_atomic
 
 __all__ = ["METRIC_KEYS", "collect_metrics", "write_metrics_json"]
 
@@ -75,14 +75,5 @@ def write_metrics_json(
     for k, v in (extra or {}).items():
         metrics[k] = None if isinstance(v, float) and not math.isfinite(v) else v
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(metrics, f, indent=2, allow_nan=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, metrics, indent=2, allow_nan=False)
     return path

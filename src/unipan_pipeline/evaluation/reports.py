@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from scipy import ndimage
 
 from unipan_pipeline.evaluation.panoptic_quality import PQCategories
+from unipan_pipeline.fileio.atomic import atomic_write, write_text_atomic
 
 DEFAULT_REPORT_DIR = Path("data/08_reporting")
 TABLE_COLUMNS = ["class", "isthing", "PQ", "SQ", "RQ", "TP", "FP", "FN", "IoU"]
@@ -59,17 +60,13 @@ def _out(out_dir: str | os.PathLike | None) -> Path:
 
 
 def _atomic_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, text)
 
 
 def _save_fig(fig: Figure, path: Path, dpi: int = 110) -> Path:
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format=path.suffix.lstrip("."), dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -34,6 +34,8 @@ import torch
 
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.data.store import MARKER
+from unipan_pipeline.devices import resolve_device
+from unipan_pipeline.fileio.atomic import atomic_write, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -83,30 +85,10 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    device = str(device).lower()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
-
-
 # ------------------------------------------------------------------------------------------------ files
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary sibling and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` to ``path`` atomically (:func:`unipan_pipeline.fileio.atomic.write_text_atomic`)."""
+    return write_text_atomic(path, text)
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
@@ -115,18 +97,10 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` through a temporary sibling and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` atomically (:func:`unipan_pipeline.fileio.atomic.atomic_write`)."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 # ------------------------------------------------------------------------------------------------ provenance

@@ -11,8 +11,6 @@ order; labels with a negative id such as ``license plate`` are not drawn), so ra
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -20,6 +18,8 @@ from typing import Any, BinaryIO
 import numpy as np
 from cityscapesscripts.helpers.labels import Label, labels, name2label
 from PIL import Image, ImageDraw
+
+from unipan_pipeline.fileio.atomic import atomic_write
 
 IntPolygon = list[tuple[int, int]]
 
@@ -77,17 +77,8 @@ def polygons_document(objects: Sequence[tuple[str, IntPolygon]], width: int, hei
 
 
 def _atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as fh:
+        write(fh)
 
 
 def write_png(path: Path, array: np.ndarray) -> None:

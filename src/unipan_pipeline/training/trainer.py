@@ -33,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from unipan_pipeline.devices import resolve_device
 from unipan_pipeline.training import checkpoint as ckpt_io
 from unipan_pipeline.training import distributed as dist_utils
 from unipan_pipeline.training.config import TrainerConfig
@@ -126,17 +127,6 @@ def configure_determinism(deterministic: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when CUDA is available, else CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("trainer device 'cuda' requested but CUDA is not available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 # ------------------------------------------------------------------------------------------------ helpers

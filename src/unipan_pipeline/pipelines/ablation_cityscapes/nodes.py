@@ -27,8 +27,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ import pandas as pd
 from unipan_pipeline import ablation
 from unipan_pipeline.experiment import evaluate_experiment, train_experiment
 from unipan_pipeline.experiment.common import DEFAULT_EXPERIMENT, atomic_write_json, plain
+from unipan_pipeline.fileio.atomic import link_or_copy
 from unipan_pipeline.model import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -89,21 +88,6 @@ def _bool_tags(flags: Mapping[str, bool]) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------ bundles
-def _link_or_copy(src: Path, dst: Path) -> None:
-    """``dst`` = ``src`` (hard link, else copy), replaced atomically."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    Path(tmp).unlink()
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def row_bundle(
@@ -127,7 +111,7 @@ def row_bundle(
         if key == "model_config":
             atomic_write_json(dst, {**config, **overrides})
         else:
-            _link_or_copy(Path(src), dst)
+            link_or_copy(Path(src), dst)
         variant[key] = dst.as_posix()
     return variant
 
