@@ -4,7 +4,8 @@ Answers "is training input-bound?": images/s the DataLoader delivers on its own 
 next to images/s of forward + backward + optimiser step on already-loaded batches. If the loader is slower
 than the step, add workers / cache the data set.
 
-Defaults run today on the toy model and data set; point it at the real ones with import paths::
+Defaults run on the toy model and data set of the tests (``tests/toy_model.py``); point it at the real
+ones with import paths::
 
     .venv/bin/python benchmarks/training_throughput.py \\
         --dataset-factory unipan_pipeline.data.dataset:PanopticDataset \\
@@ -31,21 +32,24 @@ import torch
 from torch.utils.data import DataLoader
 
 from unipan_pipeline.categories import CategoryMap
+from unipan_pipeline.devices import resolve_device
 from unipan_pipeline.training.config import TrainerConfig
 from unipan_pipeline.training.factories import resolve_import_path
 from unipan_pipeline.training.sampler import InfiniteShardedSampler, SeededDataset, worker_init_fn
 from unipan_pipeline.training.schedule import build_optimizer
-from unipan_pipeline.training.trainer import _to_device, resolve_device
+from unipan_pipeline.training.trainer import _to_device
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # toy_model, the default
 
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset-factory", default="unipan_pipeline.training.toy:build_toy_dataset")
+    p.add_argument("--dataset-factory", default="toy_model:build_toy_dataset")
     p.add_argument("--dataset-kwargs", default="{}", help="JSON kwargs of the dataset factory")
-    p.add_argument("--collate", default="unipan_pipeline.training.toy:collate_lists")
+    p.add_argument("--collate", default="toy_model:collate_lists")
     p.add_argument(
         "--model-factory",
-        default="unipan_pipeline.training.toy:build_toy_model_default",
+        default="toy_model:build_toy_model_default",
         help="zero-argument factory, or build_model(cfg, categories) when --model-config is given",
     )
     p.add_argument("--config-factory", default="unipan_pipeline.model:ModelConfig.from_dict")

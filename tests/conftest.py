@@ -1,11 +1,17 @@
-"""Shared fixtures: a tiny category map and a synthetic panoptic batch following the batch contract."""
+"""Shared fixtures: a tiny category map, a synthetic panoptic batch following the batch contract, and the
+default pipeline run once on tiny data (``tiny_project``)."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
+from builders import make_panoptic_sample
+from kedro_project import ROOT, TINY_PARAMS, copy_project, run_kedro
 
-from unipan_pipeline.categories import IGNORE_INDEX, Category, CategoryMap
+from unipan_pipeline.categories import Category, CategoryMap
 
 
 @pytest.fixture
@@ -24,60 +30,34 @@ def tiny_categories() -> CategoryMap:
     )
 
 
-def make_panoptic_sample(
-    height: int,
-    width: int,
-    instances: list[tuple[int, int, int, int, int]],
-    seed: int = 0,
-    num_stuff: int = 3,
-) -> tuple[torch.Tensor, dict]:
-    """Image + target (batch contract) with stuff bands and rectangular thing instances.
-
-    ``instances``: (x1, y1, x2, y2, train_id) drawn in order (later ones occlude earlier ones). The image
-    encodes the classes in its colour so the task is learnable.
-    """
-    g = torch.Generator().manual_seed(seed)
-    seg_classes: list[int] = []
-    pan = torch.zeros(height, width, dtype=torch.int64)
-    bands = torch.linspace(0, height, num_stuff + 1).long()
-    for s in range(num_stuff):
-        pan[bands[s] : bands[s + 1]] = len(seg_classes) + 1
-        seg_classes.append(s)
-    pan[:2] = 0  # a void strip
-    for x1, y1, x2, y2, c in instances:
-        pan[y1:y2, x1:x2] = len(seg_classes) + 1
-        seg_classes.append(c)
-    classes = torch.tensor(seg_classes, dtype=torch.int64)
-    semantic = torch.where(pan > 0, classes[(pan - 1).clamp(min=0)], torch.full_like(pan, IGNORE_INDEX))
-    palette = torch.rand(len(seg_classes) + 1, 3, generator=g)
-    palette[0] = 0
-    image = palette[pan].permute(2, 0, 1) * 2 - 1 + 0.1 * torch.randn(3, height, width, generator=g)
-    boxes, labels, masks = [], [], []
-    for k in range(num_stuff, len(seg_classes)):
-        m = pan == k + 1
-        if not m.any():
-            continue
-        ys, xs = torch.nonzero(m, as_tuple=True)
-        boxes.append([xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1])
-        labels.append(seg_classes[k] - num_stuff + 1)
-        masks.append(m.to(torch.uint8))
-    target = {
-        "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-        "labels": torch.tensor(labels, dtype=torch.int64),
-        "masks": torch.stack(masks) if masks else torch.zeros(0, height, width, dtype=torch.uint8),
-        "semantic": semantic,
-        "panoptic": pan,
-        "segment_classes": classes,
-        "segment_iscrowd": torch.zeros(len(seg_classes), dtype=torch.bool),
-        "image_id": f"synthetic_{seed}",
-        "orig_size": (height, width),
-    }
-    return image.float(), target
-
-
 @pytest.fixture
 def synthetic_batch() -> tuple[list[torch.Tensor], list[dict]]:
     """Two images of different sizes (64x96 and 80x72) with 3 and 2 thing instances."""
     a = make_panoptic_sample(64, 96, [(8, 10, 40, 50, 3), (30, 20, 70, 60, 4), (60, 5, 90, 30, 3)], seed=1)
     b = make_panoptic_sample(80, 72, [(5, 40, 40, 78, 4), (35, 10, 70, 45, 3)], seed=2)
     return [a[0], b[0]], [a[1], b[1]]
+
+
+_TINY: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default pipeline run once on tiny data in a copy of the project.
+
+    Used by several modules; the module-level cache keeps it to one run per session even if pytest builds
+    the fixture twice (MLflow also caches one SQLite engine per relative URI and process)."""
+    if "project" in _TINY:
+        return _TINY["project"]
+    torch.set_num_threads(1)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RANK", "WORLD_SIZE"):
+        os.environ.pop(var, None)
+    os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"
+    project = copy_project(tmp_path_factory.mktemp("unipan") / "project")
+    project_db = ROOT / "mlflow.db"
+    before = project_db.stat().st_mtime if project_db.exists() else None
+    run_kedro(project, None, TINY_PARAMS)
+    after = project_db.stat().st_mtime if project_db.exists() else None
+    assert before == after, "the tiny run touched the project's own mlflow.db"
+    _TINY["project"] = project
+    return project

@@ -126,3 +126,32 @@ def run_kedro(
                 mlflow.end_run()
             forget_mlflow_stores()
             os.chdir(old_cwd)
+
+
+TINY_PARAMS: dict[str, Any] = {
+    "generate_synthetic": {
+        "splits": {"train": 4, "val": 2},
+        "height": 64,
+        "width": 128,
+        "workers": 1,
+        "progress": False,
+    },
+    "demo": {
+        "augment": {"base_scale": 1.0, "scale_range": None, "crop_size": [64, 128]},
+        "augment_eval": {"base_scale": 1.0},
+        "model": TINY_MODEL,
+        "trainer": {
+            "iterations": 3,
+            "images_per_batch": 2,
+            "num_workers": 0,
+            "log_every": 1,
+            "validate_every": 2,
+            "checkpoint_every": 2,
+            "warmup_iters": 1,
+            "lr_steps": [],
+            "progress_bar": False,
+        },
+        "validation": {"max_images": 2},
+        "evaluation": {"num_pictures": 1, "affinity_pictures": 1, "progress_bar": False},
+    },
+}

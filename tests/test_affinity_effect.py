@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_panoptic_sample
-from test_network import tiny_config
+from builders import make_panoptic_sample, tiny_config
 
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.evaluation import PQAccumulator, target_to_panoptic

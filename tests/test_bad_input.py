@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from builders import make_cityscapes_tree
 from PIL import Image
-from test_ingest_cityscapes import make_cityscapes_tree
 
 from unipan_pipeline.data import store_write
 from unipan_pipeline.data.cityscapes import ingest_cityscapes

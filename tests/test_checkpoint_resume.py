@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from toy_model import ToyModelConfig, ToyPanopticDataset, build_toy_model, collate_lists
 
 from unipan_pipeline.training import CheckpointError, TrainerConfig, load_checkpoint, train
 from unipan_pipeline.training.checkpoint import (
@@ -24,7 +25,6 @@ from unipan_pipeline.training.checkpoint import (
     prune_checkpoints,
     restore_rng_state,
 )
-from unipan_pipeline.training.toy import ToyModelConfig, ToyPanopticDataset, build_toy_model, collate_lists
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -156,7 +156,7 @@ def test_resume_in_a_fresh_process(tmp_path: Path) -> None:
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_checkpoint_resume import _cfg, _model, _dataset, N
         from unipan_pipeline.training import train
-        from unipan_pipeline.training.toy import collate_lists
+        from toy_model import collate_lists
         torch.set_num_threads(1)
         model = _model(42)
         res = train(model, _dataset(), _cfg({str(tmp_path / "ck")!r}, 2 * N, shuffle=True, num_workers=0),

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from toy_model import ToyModelConfig, ToyPanopticDataset, build_toy_model, collate_lists
 
 from unipan_pipeline.training import TrainerConfig, load_checkpoint, train
 from unipan_pipeline.training import distributed as dist_utils
-from unipan_pipeline.training.toy import ToyModelConfig, ToyPanopticDataset, build_toy_model, collate_lists
 
 torch.set_num_threads(1)
 

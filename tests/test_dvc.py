@@ -1,9 +1,11 @@
 """dvc.yaml: parses (``dvc dag``), stages call registered Kedro pipelines, params point at existing keys of
-conf/base files, deps exist or are produced upstream, outputs never include MLflow's store, each parameter
-group invalidates only its own stage."""
+conf/base files, deps exist or are produced upstream, code deps are exactly the package folders the stage's
+pipeline imports, outputs never include MLflow's store, each parameter group invalidates only its own
+stage."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -27,6 +29,61 @@ def dvc() -> dict[str, Any]:
 
 def _paths(entries: list[Any]) -> list[str]:
     return [next(iter(e)) if isinstance(e, dict) else e for e in entries or []]
+
+
+PACKAGE = ROOT / "src" / "unipan_pipeline"
+
+
+def _module_file(name: str) -> Path | None:
+    rel = Path(*name.split("."))
+    for candidate in (ROOT / "src" / rel.with_suffix(".py"), ROOT / "src" / rel / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _project_imports(name: str) -> set[str]:
+    """The ``unipan_pipeline`` modules that module ``name`` imports anywhere (also inside functions)."""
+    path = _module_file(name)
+    assert path is not None, name
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, *([node.module] if node.module else [])])
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return {m for m in found if m.startswith("unipan_pipeline.") and _module_file(m) is not None}
+
+
+def _code_deps(modules: set[str]) -> set[str]:
+    """The package folders (``src/unipan_pipeline/<sub>``, ``pipelines/<name>``) and top-level modules that
+    ``modules`` import, transitively: what a stage running them depends on."""
+    seen: set[str] = set()
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:k]) for k in range(2, len(parts))]  # the packages' __init__ run too
+        todo += sorted(_project_imports(name))
+    deps = set()
+    for name in seen:
+        parts = name.split(".")
+        if parts[1] == "pipelines":
+            if len(parts) > 2:
+                deps.add(f"src/unipan_pipeline/pipelines/{parts[2]}")
+        elif (PACKAGE / parts[1]).is_dir():
+            deps.add(f"src/unipan_pipeline/{parts[1]}")
+        else:
+            deps.add(f"src/unipan_pipeline/{parts[1]}.py")
+    return deps
 
 
 def _lookup(data: dict[str, Any], dotted: str) -> Any:
@@ -75,6 +132,20 @@ def test_train_and_evaluate_params_are_disjoint(dvc: dict[str, Any]) -> None:
     assert train.isdisjoint(evaluate)
     demo = yaml.safe_load((ROOT / "conf/base/parameters_demo.yml").read_text())["demo"]
     assert {f"demo.{k}" for k in demo} == train | evaluate
+
+
+def test_code_deps_follow_the_package(dvc: dict[str, Any]) -> None:
+    """Each stage depends on exactly the package folders its pipeline's nodes import (transitively): a new
+    import (e.g. in-training validation using ``evaluation/``) must appear in dvc.yaml, or this fails."""
+    configure_project("unipan_pipeline")
+    registered = register_pipelines()
+    for name, stage in dvc["stages"].items():
+        pipeline = re.search(r"--pipelines=(\w+)", stage["cmd"]).group(1)
+        modules = {getattr(n.func, "func", n.func).__module__ for n in registered[pipeline].nodes}
+        declared = {d for d in _paths(stage["deps"]) if d.startswith("src/")}
+        needed = _code_deps(modules)
+        assert declared == needed, f"stage {name}: src deps should be {sorted(needed)}"
+    assert "src/unipan_pipeline/evaluation" in _paths(dvc["stages"]["train"]["deps"])
 
 
 def test_deps_outs_metrics_plots(dvc: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import torch
 from kedro.config import OmegaConfigLoader
-from kedro_project import TINY_MODEL, copy_project, isolated_mlflow, run_kedro
+from kedro_project import TINY_PARAMS, isolated_mlflow
 from mlflow.tracking import MlflowClient
 
 from unipan_pipeline.evaluation import METRIC_KEYS, pq_compute_files
@@ -33,59 +33,6 @@ from unipan_pipeline.experiment.train import _rank0_outputs
 from unipan_pipeline.training.tracking import register_and_promote
 
 ROOT = Path(__file__).resolve().parents[1]
-
-TINY_PARAMS: dict[str, Any] = {
-    "generate_synthetic": {
-        "splits": {"train": 4, "val": 2},
-        "height": 64,
-        "width": 128,
-        "workers": 1,
-        "progress": False,
-    },
-    "demo": {
-        "augment": {"base_scale": 1.0, "scale_range": None, "crop_size": [64, 128]},
-        "augment_eval": {"base_scale": 1.0},
-        "model": TINY_MODEL,
-        "trainer": {
-            "iterations": 3,
-            "images_per_batch": 2,
-            "num_workers": 0,
-            "log_every": 1,
-            "validate_every": 2,
-            "checkpoint_every": 2,
-            "warmup_iters": 1,
-            "lr_steps": [],
-            "progress_bar": False,
-        },
-        "validation": {"max_images": 2},
-        "evaluation": {"num_pictures": 1, "affinity_pictures": 1, "progress_bar": False},
-    },
-}
-
-
-_TINY: dict[str, Path] = {}
-
-
-@pytest.fixture(scope="session")
-def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default pipeline run once on tiny data in a copy of the project.
-
-    ``test_predict.py`` imports this fixture, which registers it a second time: the module-level cache keeps
-    it to one run per session (MLflow also caches one SQLite engine per relative URI and process)."""
-    if "project" in _TINY:
-        return _TINY["project"]
-    torch.set_num_threads(1)
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "RANK", "WORLD_SIZE"):
-        os.environ.pop(var, None)
-    os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"
-    project = copy_project(tmp_path_factory.mktemp("unipan") / "project")
-    project_db = ROOT / "mlflow.db"
-    before = project_db.stat().st_mtime if project_db.exists() else None
-    run_kedro(project, None, TINY_PARAMS)
-    after = project_db.stat().st_mtime if project_db.exists() else None
-    assert before == after, "the tiny run touched the project's own mlflow.db"
-    _TINY["project"] = project
-    return project
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from test_network import tiny_config
+from builders import tiny_config
 
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.model import build_model

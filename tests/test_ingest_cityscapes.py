@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from cityscapesscripts.helpers.labels import id2label, name2label
+from builders import H, W, make_cityscapes_tree
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from PIL import Image
@@ -28,72 +28,6 @@ try:
     from unipan_pipeline.synthetic import generate_cityscapes_tree
 except ImportError:  # the generator is written in parallel; the end-to-end test runs once it exists
     generate_cityscapes_tree = None
-
-H, W = 24, 48
-
-# (label, x0, y0, x1, y1) rectangles, drawn in order (later ones on top), corners inclusive like PIL polygons
-SCENES: list[list[tuple[str, int, int, int, int]]] = [
-    [
-        ("road", 0, 0, 47, 23),
-        ("sky", 0, 0, 47, 5),
-        ("building", 0, 6, 20, 12),
-        ("car", 4, 14, 15, 20),
-        ("car", 30, 15, 41, 21),
-        ("person", 22, 8, 25, 19),
-        ("cargroup", 42, 8, 47, 13),  # crowd
-        ("ego vehicle", 0, 22, 47, 23),  # ignoreInEval -> void
-    ],
-    [
-        ("road", 0, 0, 47, 23),
-        ("vegetation", 10, 0, 30, 8),
-        ("rider", 5, 10, 9, 18),
-        ("bicycle", 4, 16, 11, 21),
-    ],
-    [
-        ("sidewalk", 0, 0, 47, 23),
-        ("pole", 20, 0, 21, 23),
-    ],
-]
-
-
-def write_frame(root: Path, split: str, prefix: str, objects: list[tuple[str, int, int, int, int]]) -> None:
-    """Write one frame: leftImg8bit, gtFine polygons.json, labelIds.png, instanceIds.png, color.png."""
-    city = prefix.split("_", 1)[0]
-    gt = root / "gtFine" / split / city
-    im = root / "leftImg8bit" / split / city
-    gt.mkdir(parents=True, exist_ok=True)
-    im.mkdir(parents=True, exist_ok=True)
-    label_ids = np.zeros((H, W), np.uint8)
-    inst_ids = np.zeros((H, W), np.int32)
-    counts: dict[str, int] = {}
-    polys = []
-    for name, x0, y0, x1, y1 in objects:
-        group = name.endswith("group")
-        label = name2label[name[: -len("group")] if group else name]
-        value = label.id
-        if label.hasInstances and not group:
-            value = label.id * 1000 + counts.get(name, 0)
-            counts[name] = counts.get(name, 0) + 1
-        label_ids[y0 : y1 + 1, x0 : x1 + 1] = label.id
-        inst_ids[y0 : y1 + 1, x0 : x1 + 1] = value
-        polys.append({"label": name, "polygon": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]]})
-    (gt / f"{prefix}_gtFine_polygons.json").write_text(
-        json.dumps({"imgHeight": H, "imgWidth": W, "objects": polys})
-    )
-    Image.fromarray(label_ids).save(gt / f"{prefix}_gtFine_labelIds.png")
-    Image.fromarray(inst_ids.astype(np.uint16)).save(gt / f"{prefix}_gtFine_instanceIds.png")
-    color = np.array([id2label[int(v)].color for v in label_ids.ravel()], np.uint8).reshape(H, W, 3)
-    Image.fromarray(color).save(gt / f"{prefix}_gtFine_color.png")
-    rng = np.random.default_rng(len(polys))
-    Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(im / f"{prefix}_leftImg8bit.png")
-
-
-def make_cityscapes_tree(root: Path) -> Path:
-    """Two train frames (two cities) and one val frame."""
-    write_frame(root, "train", "aachen_000000_000019", SCENES[0])
-    write_frame(root, "train", "bremen_000001_000019", SCENES[1])
-    write_frame(root, "val", "frankfurt_000000_000294", SCENES[2])
-    return root
 
 
 @pytest.fixture(autouse=True)

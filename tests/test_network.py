@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_panoptic_sample
+from builders import make_panoptic_sample, params_without_grad, tiny_config
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from unipan_pipeline.categories import CategoryMap
@@ -23,35 +23,9 @@ torch.set_num_threads(1)
 DET_KEYS = {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg"}
 
 
-def tiny_config(**kw: object) -> ModelConfig:
-    values: dict = dict(
-        fpn_channels=32,
-        semantic_channels=16,
-        affinity_channels=16,
-        semantic_convs=1,
-        box_head_channels=64,
-        mask_head_channels=16,
-        box_score_thresh=0.0,
-        detections_per_img=20,
-        rpn_post_nms_top_n_train=50,
-        rpn_post_nms_top_n_test=50,
-        roi_batch_size_per_image=32,
-    )
-    values.update(kw)
-    return ModelConfig.cpu_demo(**values)
-
-
 def _model(categories: CategoryMap, **kw: object) -> PanopticNetwork:
     torch.manual_seed(0)
     return build_model(tiny_config(**kw), categories)
-
-
-def _params_without_grad(model: PanopticNetwork) -> set[str]:
-    return {
-        n
-        for n, p in model.named_parameters()
-        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
-    }
 
 
 # (use_masks, use_affinity, train_end_to_end): rows A, B, C, D of Table 1, plus e2e without affinity
@@ -77,7 +51,7 @@ def test_train_step_losses_and_gradients(
     assert set(losses) == expected
     assert all(v.ndim == 0 and torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
-    missing = _params_without_grad(model)
+    missing = params_without_grad(model)
     # Legitimately without gradient: the affinity branch when not trained end to end (no loss reaches P).
     allowed = {n for n, _ in model.named_parameters() if n.startswith(("affinity.", "affinity_extractor."))}
     assert missing == (allowed if (use_affinity and not e2e) else set())
@@ -92,7 +66,7 @@ def test_frozen_backbone_layers_get_no_gradient(tiny_categories: CategoryMap, sy
     model.train()
     sum(model(images, targets).values()).backward()
     assert all(p.grad is None for n, p in model.named_parameters() if n in frozen)
-    assert _params_without_grad(model) == set()
+    assert params_without_grad(model) == set()
 
 
 def test_panoptic_loss_reaches_mask_head_and_affinity(

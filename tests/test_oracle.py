@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_panoptic_sample
+from builders import make_panoptic_sample
 
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.data.cityscapes import ingest_cityscapes

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from kedro_project import isolated_mlflow, run_kedro
 from PIL import Image
-from test_experiment import tiny_project  # noqa: F401 - shared session fixture
 
 from unipan_pipeline.data import CorruptFileError
 from unipan_pipeline.evaluation import read_id_png
@@ -21,7 +20,7 @@ from unipan_pipeline.experiment.predict import predict_folder, predict_from_para
 
 
 @pytest.fixture(scope="module")
-def images(tiny_project: Path) -> Path:  # noqa: F811
+def images(tiny_project: Path) -> Path:
     folder = tiny_project / "data/01_raw/predict_in"
     folder.mkdir(exist_ok=True)
     src = sorted((tiny_project / "data/01_raw/synthetic_cityscapes/leftImg8bit/val").rglob("*.png"))[:2]
@@ -50,7 +49,7 @@ def _check_output(out: Path, inputs: Path) -> dict:
     return data
 
 
-def test_predict_pipeline_with_champion_alias(tiny_project: Path, images: Path) -> None:  # noqa: F811
+def test_predict_pipeline_with_champion_alias(tiny_project: Path, images: Path) -> None:
     out = tiny_project / "data/07_model_output/predict"
     run_kedro(
         tiny_project,
@@ -69,7 +68,7 @@ def test_predict_pipeline_with_champion_alias(tiny_project: Path, images: Path) 
     assert summary["n_images"] == 3 and summary["model_uri"] == "models:/unipan-cityscapes@champion"
 
 
-def test_predict_from_local_bundle_matches_and_cli(tiny_project: Path, images: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_predict_from_local_bundle_matches_and_cli(tiny_project: Path, images: Path, tmp_path: Path) -> None:
     a = predict_folder(
         images, str(tiny_project / "data/06_models/demo/model.json"), tmp_path / "a", progress_bar=False
     )
@@ -95,7 +94,7 @@ def test_predict_from_local_bundle_matches_and_cli(tiny_project: Path, images: P
     assert not (tmp_path / "b" / "overlays").exists()
 
 
-def test_predict_errors(tiny_project: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_predict_errors(tiny_project: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         predict_folder(tmp_path / "missing", str(tiny_project / "data/06_models/demo"), tmp_path / "o")
     (tmp_path / "empty").mkdir()
@@ -109,7 +108,7 @@ def test_predict_errors(tiny_project: Path, tmp_path: Path) -> None:  # noqa: F8
 
 
 def test_logged_mlflow_model_predicts_like_the_local_bundle(
-    tiny_project: Path,  # noqa: F811
+    tiny_project: Path,
     images: Path,
     tmp_path: Path,
 ) -> None:
@@ -139,7 +138,7 @@ def with_bad_images(images: Path, tmp_path: Path) -> Path:
 
 
 def test_predict_pipeline_skips_unreadable_images(
-    tiny_project: Path,  # noqa: F811
+    tiny_project: Path,
     with_bad_images: Path,
     images: Path,
 ) -> None:
@@ -166,7 +165,7 @@ def test_predict_pipeline_skips_unreadable_images(
 
 
 def test_predict_on_error_fail_raises_after_writing_the_good_ones(
-    tiny_project: Path,  # noqa: F811
+    tiny_project: Path,
     with_bad_images: Path,
     images: Path,
     tmp_path: Path,

@@ -9,11 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import make_panoptic_sample
+from builders import make_panoptic_sample, tiny_config
 from kedro_project import run_kedro
 from mlflow.tracking import MlflowClient
-from test_experiment import tiny_project  # noqa: F401 - the fixture: the default pipeline run once
-from test_network import tiny_config
 
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.evaluation import PQAccumulator, target_to_panoptic
@@ -99,7 +97,7 @@ def test_pq_under_box_perturbation_on_a_tiny_model(tiny_categories: CategoryMap)
         pq_under_box_perturbation(build_model(tiny_config(use_affinity=False), tiny_categories), list, [0.0])
 
 
-def test_robustness_pipeline_on_the_demo_model(tiny_project: Path) -> None:  # noqa: F811
+def test_robustness_pipeline_on_the_demo_model(tiny_project: Path) -> None:
     params = {"robustness_cityscapes": {"max_images": 2, "progress_bar": False}}
     run_kedro(tiny_project, ["robustness_cityscapes"], params)
     report = tiny_project / "data/08_reporting/robustness_cityscapes"

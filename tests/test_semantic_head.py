@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_network import _params_without_grad, tiny_config
+from builders import params_without_grad, tiny_config
 from torch import nn
 from torchvision.ops import DeformConv2d
 
@@ -111,7 +111,7 @@ def test_network_with_the_deformable_head(tiny_categories: CategoryMap, syntheti
     losses = model(images, targets)
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
-    assert _params_without_grad(model) == set()  # offset convs included (zero weights, non-zero gradient)
+    assert params_without_grad(model) == set()  # offset convs included (zero weights, non-zero gradient)
     model.eval()
     out = model(images)
     assert out[0]["panoptic"].shape == images[0].shape[-2:]

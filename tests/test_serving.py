@@ -26,9 +26,9 @@ import torch
 import yaml
 from kedro_project import isolated_mlflow
 from PIL import Image
+from toy_model import ToyModelConfig, build_toy_model, toy_categories
 
 from unipan_pipeline.training.pyfunc import load_image
-from unipan_pipeline.training.toy import ToyModelConfig, build_toy_model, toy_categories
 from unipan_pipeline.training.tracking import (
     configure_tracking,
     log_model_pyfunc,
@@ -58,8 +58,8 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                 ckpt,
                 cfg.to_dict(),
                 cats,
-                model_factory="unipan_pipeline.training.toy:build_toy_model",
-                config_factory="unipan_pipeline.training.toy:ToyModelConfig.from_dict",
+                model_factory="toy_model:build_toy_model",
+                config_factory="toy_model:ToyModelConfig.from_dict",
                 input_example_size=(16, 20),
             )
         register_and_promote(run.info.run_id, "unipan-toy", 0.5, model_uri=info.model_uri)
@@ -155,12 +155,15 @@ def test_mlflow_models_serve_answers_array_and_base64(logged: dict[str, Any], tm
     """``mlflow models serve -m models:/unipan-toy@champion --env-manager local`` on 127.0.0.1."""
     assert MLFLOW.exists(), f"{MLFLOW} missing: mlflow is a dependency of the project (pyproject.toml)"
     port = _free_port()
+    pythonpath = [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": logged["uri"],
         "MLFLOW_REGISTRY_URI": logged["uri"],
         "PATH": f"{MLFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}",  # mlflow execs `uvicorn`
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # the toy network's module (tests/toy_model.py) is a test fixture, not part of the logged package
+        "PYTHONPATH": os.pathsep.join(pythonpath),
     }
     log = (tmp_path / "serve.log").open("w")
     cmd = [str(MLFLOW), "models", "serve", "-m", "models:/unipan-toy@champion", "--env-manager", "local"]

@@ -13,8 +13,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from PIL import Image
+from toy_model import ToyModelConfig, build_toy_model, toy_categories
 
-from unipan_pipeline.training.toy import ToyModelConfig, build_toy_model, toy_categories
 from unipan_pipeline.training.tracking import (
     MlflowLogger,
     configure_tracking,
@@ -157,8 +157,8 @@ def test_pyfunc_roundtrip_with_factory_path(store, tmp_path: Path) -> None:
             ckpt,
             model_cfg.to_dict(),
             cats,
-            model_factory="unipan_pipeline.training.toy:build_toy_model",
-            config_factory="unipan_pipeline.training.toy:ToyModelConfig.from_dict",
+            model_factory="toy_model:build_toy_model",
+            config_factory="toy_model:ToyModelConfig.from_dict",
             registered_model_name="unipan-toy",
         )
     loaded = mlflow.pyfunc.load_model(info.model_uri)
@@ -210,8 +210,8 @@ def test_pyfunc_with_eval_transform_returns_input_size(store, tmp_path: Path) ->
             ckpt,
             {"width": 4},
             cats.to_dict(),
-            model_factory="unipan_pipeline.training.toy:build_toy_model",
-            config_factory="unipan_pipeline.training.toy:ToyModelConfig.from_dict",
+            model_factory="toy_model:build_toy_model",
+            config_factory="toy_model:ToyModelConfig.from_dict",
             eval_transform={"base_scale": 0.5},
         )
         with pytest.raises(ValueError, match="unknown augmentation parameter"):
@@ -219,8 +219,8 @@ def test_pyfunc_with_eval_transform_returns_input_size(store, tmp_path: Path) ->
                 ckpt,
                 {"width": 4},
                 cats,
-                model_factory="unipan_pipeline.training.toy:build_toy_model",
-                config_factory="unipan_pipeline.training.toy:ToyModelConfig.from_dict",
+                model_factory="toy_model:build_toy_model",
+                config_factory="toy_model:ToyModelConfig.from_dict",
                 eval_transform={"base_scal": 0.5},
             )
     loaded = mlflow.pyfunc.load_model(info.model_uri)
@@ -241,5 +241,5 @@ def test_pyfunc_bad_factory_path_fails_early(store, tmp_path: Path) -> None:
             {},
             toy_categories(),
             model_factory="no_such_module:build",
-            config_factory="unipan_pipeline.training.toy:ToyModelConfig.from_dict",
+            config_factory="toy_model:ToyModelConfig.from_dict",
         )

@@ -12,6 +12,13 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from toy_model import (
+    ToyModelConfig,
+    ToyPanopticDataset,
+    build_toy_model,
+    collate_lists,
+    toy_categories,
+)
 
 from unipan_pipeline.training import (
     NonFiniteLossError,
@@ -24,13 +31,6 @@ from unipan_pipeline.training import (
 )
 from unipan_pipeline.training.sampler import InfiniteShardedSampler, SeededDataset, sample_seed
 from unipan_pipeline.training.schedule import parameter_groups
-from unipan_pipeline.training.toy import (
-    ToyModelConfig,
-    ToyPanopticDataset,
-    build_toy_model,
-    collate_lists,
-    toy_categories,
-)
 
 torch.set_num_threads(1)
 

@@ -127,14 +127,6 @@ class CategoryMap:
         return sum(c.isthing for c in self.categories)
 
     @property
-    def stuff(self) -> tuple[Category, ...]:
-        return self.categories[: self.num_stuff]
-
-    @property
-    def things(self) -> tuple[Category, ...]:
-        return self.categories[self.num_stuff :]
-
-    @property
     def names(self) -> list[str]:
         return [c.name for c in self.categories]
 
@@ -168,20 +160,12 @@ class CategoryMap:
             raise ValueError(f"train id {train_id} is not a thing class of {self.name!r}")
         return int(train_id) - self.num_stuff + 1
 
-    def train_id_of_detector_label(self, label: int) -> int:
-        if not 1 <= int(label) <= self.num_things:
-            raise ValueError(f"detector label {label} out of range 1..{self.num_things}")
-        return int(label) + self.num_stuff - 1
-
     def dataset_to_train_lut(self) -> np.ndarray:
         """``lut[dataset_id] -> train_id`` (``IGNORE_INDEX`` for ids that are not evaluated)."""
         lut = np.full(max(self._by_id) + 1, IGNORE_INDEX, dtype=np.int64)
         for c in self.categories:
             lut[c.id] = c.train_id
         return lut
-
-    def train_to_dataset_lut(self) -> np.ndarray:
-        return np.array([c.id for c in self.categories], dtype=np.int64)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_coco(self) -> list[dict]:

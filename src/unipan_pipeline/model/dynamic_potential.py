@@ -40,7 +40,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 Variant = Literal["A", "B", "C"]
@@ -182,8 +181,3 @@ def filter_detections(keep: Tensor, *tensors: Tensor | None) -> tuple[Tensor | N
     before building the potential.
     """
     return tuple(None if t is None else t[keep] for t in tensors)
-
-
-def upsample_potential(psi: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinearly resize ``[K, h, w]`` to ``[K, *size]`` (for argmax at image resolution)."""
-    return F.interpolate(psi[None], size=size, mode="bilinear", align_corners=False)[0]

@@ -162,17 +162,6 @@ def launch_local(
                 signal.signal(sig, handler)
 
 
-def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Mean of scalar dicts over ranks (same keys on all ranks); identity when not distributed."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1) or not values:
-        return dict(values)
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    t /= dist.get_world_size()
-    return dict(zip(keys, t.tolist(), strict=True))
-
-
 def all_gather_object(obj: Any) -> list[Any]:
     """``dist.all_gather_object`` when distributed, ``[obj]`` otherwise."""
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
