@@ -2,7 +2,9 @@
 
 Same model weights, same batches (generated street scenes at the demo's 128x256, demo augmentation), same
 optimiser; each variant is timed over the same steps after a warm-up, interleaved round by round so that a
-noisy neighbour hurts every variant alike, and the best round is kept. Variants:
+noisy neighbour hurts every variant alike, and the best round is kept. Every round starts each variant from
+the same (untrained, as at the start of training) weights and a fresh optimiser, so that all variants do the
+same work on the same batches. Variants:
 
 * ``fp32``: the options off;
 * ``bf16``: ``trainer.amp: bf16`` (autocast, fp32 master weights);
@@ -11,14 +13,15 @@ noisy neighbour hurts every variant alike, and the best round is kept. Variants:
   detections in training), without and with channels_last;
 * ``conf``: the demo's configuration as committed (``conf/base/parameters_demo.yml``).
 
-Run: ``.venv/bin/python benchmarks/training_throughput.py`` (add ``--threads 2`` to pin threads). Prints a table
-and, last, one JSON line with the speed-ups over fp32. Nothing is asserted.
+Run: ``.venv/bin/python benchmarks/training_throughput.py`` (``--threads 2`` pins threads; ``--weights
+data/06_models/demo/model.pt`` times the steps from the demo's trained weights, where fewer detections
+reach the heads than at initialisation). Prints a table and, last, one JSON line with the speed-ups over
+fp32. Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import tempfile
@@ -48,6 +51,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--caps", type=int, nargs="*", default=[20])
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--weights", type=Path, default=None, help="a state dict to start from (default: init)")
     return p.parse_args()
 
 
@@ -101,20 +105,22 @@ def main() -> int:
     base_cfg = ModelConfig.from_dict({**demo["model"], "panoptic_max_detections_train": None})
     torch.manual_seed(0)
     reference = build_model(base_cfg, categories).state_dict()
+    if args.weights is not None:
+        reference = torch.load(args.weights, map_location="cpu", weights_only=True)
     variants = _variants(demo, args.caps)
+    opt_cfg = TrainerConfig(iterations=1, images_per_batch=4, optimizer="adamw", lr=1e-4, warmup_iters=0)
     models: dict[str, Any] = {}
     for name, v in variants.items():
         model = build_model(base_cfg.replace(panoptic_max_detections_train=v["cap"]), categories)
-        model.load_state_dict(copy.deepcopy(reference))
+        model.load_state_dict(reference)
         model.train()
         if v["channels_last"]:
             model.to(memory_format=torch.channels_last)
-        cfg = TrainerConfig(iterations=1, images_per_batch=4, optimizer="adamw", lr=1e-4, warmup_iters=0)
-        models[name] = (model, build_optimizer(model, cfg), Autocast(v["amp"], device))
+        models[name] = (model, build_optimizer(model, opt_cfg), Autocast(v["amp"], device))
     print(
         f"demo preset: ResNet-{base_cfg.backbone_depth}, batch {len(batches[0][0])}, "
         f"{tuple(batches[0][0][0].shape[-2:])} images; threads {torch.get_num_threads()}; "
-        f"native bf16: {native_bf16(device)}"
+        f"native bf16: {native_bf16(device)}; weights: {args.weights or 'initialisation'}"
     )
 
     def step(name: str, images: list, targets: list) -> float:
@@ -133,7 +139,12 @@ def main() -> int:
         for i in range(args.warmup):
             step(name, *batches[i % len(batches)])
     for r in range(args.rounds):
-        for name in models:
+        for name in list(models):
+            # every variant starts each round from the same weights and a fresh optimiser, so that all of
+            # them do the same work (the same detections reach the heads) on the same batches
+            model, _, autocast = models[name]
+            model.load_state_dict(reference)
+            models[name] = (model, build_optimizer(model, opt_cfg), autocast)
             times = [step(name, *b) for b in batches]
             mean = sum(times) / len(times)
             best[name] = min(best.get(name, float("inf")), mean)
