@@ -12,10 +12,8 @@ import json
 import math
 import os
 import pickle
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import mlflow
@@ -29,7 +27,6 @@ from mlflow.tracking import MlflowClient
 from unipan_pipeline.evaluation import METRIC_KEYS, pq_compute_files
 from unipan_pipeline.experiment import PQValidator, register_experiment, train_experiment
 from unipan_pipeline.experiment.common import check_keys, data_source, load_bundle
-from unipan_pipeline.experiment.train import _rank0_outputs
 from unipan_pipeline.training.tracking import register_and_promote
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,19 +261,3 @@ def test_registration_skips_without_a_usable_run(client: MlflowClient) -> None:
     assert not off["registered"] and "enabled is false" in off["reason"]
     with pytest.raises(ValueError, match="unknown key"):
         register_experiment(missing, evaluation, {"register": {"alais": "x"}})
-
-
-def test_non_zero_rank_returns_rank0_outputs(tmp_path: Path) -> None:
-    """Under an external torchrun every rank runs the node; non-zero ranks hand back rank 0's manifest and
-    curves (written to the shared output folder), or a stub when none appears."""
-    result = SimpleNamespace(iteration=4)
-    ckpt = tmp_path / "checkpoints"
-    ckpt.mkdir()
-    (ckpt / "curves.json").write_text(json.dumps({"train": [{"iteration": 4, "train/loss": 1.0}], "val": []}))
-    (tmp_path / "manifest.json").write_text(json.dumps({"iterations": 4, "mlflow": {"run_id": "r"}}))
-    manifest, train_curve, _ = _rank0_outputs(tmp_path, ckpt, result, t_start=time.time(), name="x")
-    assert manifest["mlflow"]["run_id"] == "r" and train_curve["iteration"].tolist() == [4]
-    stub, _, _ = _rank0_outputs(
-        tmp_path, ckpt, SimpleNamespace(iteration=9), t_start=time.time(), name="x", timeout_s=0.1
-    )
-    assert stub == {"name": "x", "rank_not_main": True, "iterations": 9}

@@ -27,6 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,9 @@ from unipan_pipeline.experiment.common import (
     tracking_run,
 )
 from unipan_pipeline.model import ModelConfig, build_model
-from unipan_pipeline.training import TrainerConfig, is_main_process, train
-from unipan_pipeline.training.trainer import seed_everything
+from unipan_pipeline.training import TrainerConfig, seed_everything, train
+from unipan_pipeline.training.distributed import result_of_main
+from unipan_pipeline.training.process import joined_process_group
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +263,6 @@ def train_experiment(
         )
 
     n_params = sum(p.numel() for p in model.parameters())
-    from unipan_pipeline.training.tracking import MlflowLogger, log_model_pyfunc  # noqa: PLC0415
-
     tags = {
         "dataset": params["dataset"],
         "pipeline.namespace": name,
@@ -270,15 +270,52 @@ def train_experiment(
         "model.num_parameters": str(n_params),
         "trainer.num_processes": str(trainer_cfg.num_processes),
     }
-    if not is_main_process():
-        # A non-zero rank under an external `torchrun`: train (DDP), leave tracking, the bundle and the model
-        # logging to rank 0, then hand back rank 0's manifest and curves (the catalog saves them on every
-        # rank).
-        t_start = time.time()
-        result = train(model, dataset, trainer_cfg, collate_fn=collate_panoptic, validate_fn=validator)
-        return _rank0_outputs(
-            Path(params["output_dir"]), trainer_cfg.checkpoint_path, result, t_start=t_start, name=name
-        )
+    job = _Job(name, params, source, categories, dataset, model, model_cfg, trainer_cfg, validator, tags)
+    with joined_process_group(trainer_cfg):
+        # Under an external `torchrun` every rank trains (DDP); rank 0 alone tracks, writes the bundle and
+        # logs the model, and hands its manifest and curves to the other ranks through torch.distributed
+        # (the catalog saves them on every rank).
+        return result_of_main(lambda: _train_tracked(job), lambda: _train(job))
+
+
+@dataclass
+class _Job:
+    """What :func:`train_experiment` assembles before training."""
+
+    name: str
+    params: dict[str, Any]
+    source: dict[str, str]
+    categories: CategoryMap
+    dataset: PanopticDataset
+    model: torch.nn.Module
+    model_cfg: ModelConfig
+    trainer_cfg: TrainerConfig
+    validator: PQValidator | None
+    tags: dict[str, str]
+
+
+def _train(job: _Job, logger: Any = None) -> Any:
+    return train(
+        job.model,
+        job.dataset,
+        job.trainer_cfg,
+        collate_fn=collate_panoptic,
+        validate_fn=job.validator,
+        logger=logger,
+    )
+
+
+def _train_tracked(job: _Job) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Rank 0's part of :func:`train_experiment`: train in an MLflow run, write the bundle, log the model."""
+    from unipan_pipeline.training.tracking import MlflowLogger, log_model_pyfunc  # noqa: PLC0415
+
+    params, name, model, categories = job.params, job.name, job.model, job.categories
+    model_cfg, trainer_cfg, tags, source = job.model_cfg, job.trainer_cfg, job.tags, job.source
+    root = str(params["ingested_root"])
+    train_split, val_split = str(params["train_split"]), str(params["val_split"])
+    eval_params = dict(params["augment_eval"] or {})
+    validation = dict(params.get("validation") or {})
+    n_params = int(tags["model.num_parameters"])
     prefix = name.replace(".models.", "-")  # ablation_cityscapes.models.A -> ablation_cityscapes-A
     title = run_name(prefix, str(params["dataset"]), model_cfg.to_dict(), trainer_cfg.seed)
     with tracking_run(title) as run_id:
@@ -296,14 +333,7 @@ def train_experiment(
             },
             prefix="resolved",
         )
-        result = train(
-            model,
-            dataset,
-            trainer_cfg,
-            collate_fn=collate_panoptic,
-            validate_fn=validator,
-            logger=logger,
-        )
+        result = _train(job, logger)
         bundle = save_bundle(
             params["output_dir"], model.state_dict(), model_cfg.to_dict(), categories, eval_params
         )
@@ -354,36 +384,5 @@ def train_experiment(
         final_val,
         run_id,
     )
-    atomic_write_json(Path(params["output_dir"]) / "manifest.json", manifest)  # what other ranks wait for
+    atomic_write_json(Path(params["output_dir"]) / "manifest.json", manifest)
     return plain(manifest), train_curve, val_curve
-
-
-def _rank0_outputs(
-    output_dir: Path,
-    checkpoint_dir: Path | None,
-    result: Any,
-    *,
-    t_start: float,
-    name: str,
-    timeout_s: float = 600,
-) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """On a non-zero rank: wait for rank 0's ``manifest.json`` of this training (shared file system) and
-    return it with rank 0's curves; without a shared file system, a stub manifest after ``timeout_s``."""
-    path = output_dir / "manifest.json"
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if path.is_file() and path.stat().st_mtime >= t_start - 60:
-            try:
-                manifest = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                manifest = {}
-            if manifest.get("iterations") == result.iteration:
-                store = (checkpoint_dir or output_dir) / "curves.json"
-                curves = json.loads(store.read_text()) if store.is_file() else {}
-                return manifest, pd.DataFrame(curves.get("train", [])), pd.DataFrame(curves.get("val", []))
-        time.sleep(max(0.0, min(2.0, deadline - time.time())))
-    log.warning(
-        "%s: no manifest from rank 0 at %s after %.0f s (no shared file system?)", name, path, timeout_s
-    )
-    stub = {"name": name, "rank_not_main": True, "iterations": result.iteration}
-    return stub, pd.DataFrame(columns=["iteration"]), pd.DataFrame(columns=["iteration"])
