@@ -27,14 +27,11 @@ import yaml
 from kedro_project import isolated_mlflow
 from PIL import Image
 
-from unipan_pipeline.training.pyfunc import load_image
+from unipan_pipeline.tracking.models import log_model_pyfunc, model_requirements
+from unipan_pipeline.tracking.pyfunc import load_image
+from unipan_pipeline.tracking.registry import register_and_promote
+from unipan_pipeline.tracking.store import configure_tracking
 from unipan_pipeline.training.toy import ToyModelConfig, build_toy_model, toy_categories
-from unipan_pipeline.training.tracking import (
-    configure_tracking,
-    log_model_pyfunc,
-    model_requirements,
-    register_and_promote,
-)
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
 SERVE_TIMEOUT_S = 90

@@ -53,9 +53,9 @@ from unipan_pipeline.experiment.common import (
     provenance,
     run_name,
     save_bundle,
-    tracking_run,
 )
 from unipan_pipeline.model import ModelConfig, build_model
+from unipan_pipeline.tracking.tracker import current_tracker
 from unipan_pipeline.training import TrainerConfig, seed_everything, train
 from unipan_pipeline.training.distributed import result_of_main
 from unipan_pipeline.training.process import joined_process_group
@@ -87,7 +87,7 @@ def eval_transform(params: Mapping[str, Any] | None) -> PanopticTransform:
 def prediction_at_size(output: Mapping[str, Any], size: tuple[int, int]) -> tuple[np.ndarray, list[dict]]:
     """A model output's (``panoptic``, ``segments_info``) as plain numpy / python, resized (nearest) to
     ``size`` when the evaluation transform rescaled the image; segment areas are recounted."""
-    from unipan_pipeline.training.pyfunc import resize_panoptic  # noqa: PLC0415 - imports MLflow
+    from unipan_pipeline.tracking.pyfunc import resize_panoptic  # noqa: PLC0415 - imports MLflow
 
     panoptic = output["panoptic"].detach().cpu().to(torch.int32)
     segments = []
@@ -306,9 +306,7 @@ def _train(job: _Job, logger: Any = None) -> Any:
 
 
 def _train_tracked(job: _Job) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """Rank 0's part of :func:`train_experiment`: train in an MLflow run, write the bundle, log the model."""
-    from unipan_pipeline.training.tracking import MlflowLogger, log_model_pyfunc  # noqa: PLC0415
-
+    """Rank 0's part of :func:`train_experiment`: train in a tracked run, write the bundle, log the model."""
     params, name, model, categories = job.params, job.name, job.model, job.categories
     model_cfg, trainer_cfg, tags, source = job.model_cfg, job.trainer_cfg, job.tags, job.source
     root = str(params["ingested_root"])
@@ -318,11 +316,9 @@ def _train_tracked(job: _Job) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFram
     n_params = int(tags["model.num_parameters"])
     prefix = name.replace(".models.", "-")  # ablation_cityscapes.models.A -> ablation_cityscapes-A
     title = run_name(prefix, str(params["dataset"]), model_cfg.to_dict(), trainer_cfg.seed)
-    with tracking_run(title) as run_id:
-        logger = MlflowLogger(run_id)
-        logger.client.update_run(run_id, name=title)  # kedro-mlflow names its run after the pipeline
-        logger.set_tags(tags)
-        logger.log_params(
+    with current_tracker().start_run(title) as run:
+        run.set_tags(tags)
+        run.log_params(
             {
                 "model": model_cfg.to_dict(),
                 "trainer": trainer_cfg.to_dict(),
@@ -333,20 +329,20 @@ def _train_tracked(job: _Job) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFram
             },
             prefix="resolved",
         )
-        result = _train(job, logger)
+        result = _train(job, run)
         bundle = save_bundle(
             params["output_dir"], model.state_dict(), model_cfg.to_dict(), categories, eval_params
         )
         train_curve, val_curve = _curves(result, trainer_cfg.checkpoint_path)
         last = val_curve.iloc[-1].items() if len(val_curve) else []
         final_val = {k: float(v) for k, v in last if k != "iteration" and pd.notna(v)}
-        logger.log_metrics({f"final_val/{k}": v for k, v in final_val.items()}, step=result.iteration)
-        model_info = log_model_pyfunc(
+        run.log_metrics({f"final_val/{k}": v for k, v in final_val.items()}, step=result.iteration)
+        model_uri = run.log_model(
             bundle["checkpoint"], model_cfg.to_dict(), categories, eval_transform=eval_params, name="model"
         )
         for key in ("model_config", "categories", "inference"):
-            logger.client.log_artifact(run_id, bundle[key], "bundle")
-        experiment_id = logger.client.get_run(run_id).info.experiment_id
+            run.log_artifact(bundle[key], "bundle")
+        run_id, experiment_id = run.run_id, run.experiment_id
     manifest = {
         "name": name,
         "dataset": params["dataset"],
@@ -359,7 +355,7 @@ def _train_tracked(job: _Job) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFram
             "run_name": title,
             "experiment_id": experiment_id,
             "artifact": "model",
-            "model_uri": model_info.model_uri,  # models:/m-<id>, MLflow 3's logged model
+            "model_uri": model_uri,  # models:/m-<id>, MLflow 3's logged model
         },
         "bundle": bundle,
         "output_dir": str(params["output_dir"]),
