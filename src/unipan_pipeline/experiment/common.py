@@ -33,6 +33,8 @@ import torch
 
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.data.store import MARKER
+from unipan_pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from unipan_pipeline.params import check_mapping
 from unipan_pipeline.tracking.tracker import DEFAULT_EXPERIMENT  # noqa: F401 - the ablation nodes import it here
 
 log = logging.getLogger(__name__)
@@ -51,18 +53,9 @@ CONFIG_FACTORY = "unipan_pipeline.model:ModelConfig.from_dict"
 def check_keys(
     params: Mapping[str, Any], where: str, *, required: set[str], optional: set[str] = frozenset()
 ) -> None:
-    """Raise ``ValueError`` naming ``where`` (e.g. ``params:train_cityscapes``) on missing / unknown keys."""
-    if not isinstance(params, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {type(params).__name__}")
-    missing = sorted(required - set(params))
-    unknown = sorted(set(params) - required - set(optional))
-    problems = []
-    if missing:
-        problems.append(f"missing key(s) {missing}")
-    if unknown:
-        problems.append(f"unknown key(s) {unknown}; known: {sorted(required | set(optional))}")
-    if problems:
-        raise ValueError(f"{where}: " + "; ".join(problems))
+    """Raise ``ValueError`` naming ``where`` (e.g. ``params:train_cityscapes``) and its conf file on missing /
+    unknown keys (:func:`unipan_pipeline.params.check_mapping`)."""
+    check_mapping(params, where, known=set(required) | set(optional), required=required)
 
 
 def plain(obj: Any) -> Any:
@@ -235,8 +228,8 @@ def run_name(prefix: str, dataset: str, model: Mapping[str, Any], seed: Any) -> 
 # ------------------------------------------------------------------------------------------------ bundle
 def inference_spec(eval_transform: Mapping[str, Any] | None, device: str = "cpu") -> dict[str, Any]:
     """``inference.json`` content (the schema of ``log_model_pyfunc``)."""
-    mean = (eval_transform or {}).get("mean", (0.485, 0.456, 0.406))
-    std = (eval_transform or {}).get("std", (0.229, 0.224, 0.225))
+    mean = (eval_transform or {}).get("mean", IMAGENET_MEAN)
+    std = (eval_transform or {}).get("std", IMAGENET_STD)
     return {
         "model_factory": MODEL_FACTORY,
         "config_factory": CONFIG_FACTORY,

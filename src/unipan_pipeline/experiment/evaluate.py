@@ -42,6 +42,7 @@ from unipan_pipeline.categories import IGNORE_INDEX, CategoryMap
 from unipan_pipeline.data import PanopticDataset, load_ingested, read_panoptic_png
 from unipan_pipeline.data.dataset import ids_to_index
 from unipan_pipeline.data.store import atomic_directory, read_rgb_image
+from unipan_pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from unipan_pipeline.evaluation import (
     COCODetectionEvaluator,
     PQAccumulator,
@@ -102,8 +103,8 @@ def _resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 def _denormalise(image: torch.Tensor, transform_params: Mapping[str, Any] | None) -> np.ndarray:
     p = dict(transform_params or {})
-    mean = torch.tensor(p.get("mean", (0.485, 0.456, 0.406)))[:, None, None]
-    std = torch.tensor(p.get("std", (0.229, 0.224, 0.225)))[:, None, None]
+    mean = torch.tensor(p.get("mean", IMAGENET_MEAN))[:, None, None]
+    std = torch.tensor(p.get("std", IMAGENET_STD))[:, None, None]
     rgb = (image.cpu() * std + mean).clamp(0, 1) * 255
     return rgb.permute(1, 2, 0).to(torch.uint8).numpy()
 

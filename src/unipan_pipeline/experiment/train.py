@@ -22,6 +22,7 @@ predicted id maps are resized (nearest) from the evaluation-transform size to th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -47,7 +48,6 @@ from unipan_pipeline.data import (
 from unipan_pipeline.evaluation import PQAccumulator
 from unipan_pipeline.experiment.common import (
     atomic_write_json,
-    check_keys,
     data_source,
     plain,
     provenance,
@@ -55,6 +55,7 @@ from unipan_pipeline.experiment.common import (
     save_bundle,
 )
 from unipan_pipeline.model import ModelConfig, build_model
+from unipan_pipeline.params import from_params
 from unipan_pipeline.tracking.tracker import current_tracker
 from unipan_pipeline.training import TrainerConfig, seed_everything, train
 from unipan_pipeline.training.distributed import result_of_main
@@ -62,19 +63,33 @@ from unipan_pipeline.training.process import joined_process_group
 
 log = logging.getLogger(__name__)
 
-TRAIN_KEYS = {
-    "dataset",
-    "ingested_root",
-    "train_split",
-    "val_split",
-    "augment",
-    "augment_eval",
-    "model",
-    "trainer",
-    "validation",
-    "output_dir",
-}
-TRAIN_OPTIONAL = {"evaluation"}
+
+@dataclass
+class ValidationParams:
+    """``validation`` of a training namespace."""
+
+    max_images: int = 0
+    """In-training PQ on the first ``max_images`` val images (0 = off)."""
+
+
+@dataclass
+class TrainParams:
+    """A training namespace (``params:train_cityscapes``, ``params:train_coco``, ``params:demo``), typed by
+    :func:`unipan_pipeline.params.from_params`; schema in the module docstring."""
+
+    dataset: str
+    ingested_root: str
+    train_split: str
+    val_split: str
+    augment: dict[str, Any]
+    augment_eval: dict[str, Any] | None
+    model: ModelConfig
+    trainer: TrainerConfig
+    validation: ValidationParams | None
+    output_dir: str
+    evaluation: dict[str, Any] | None = None
+
+
 PQ_KEYS = ("pq", "sq", "rq", "pq_th", "sq_th", "rq_th", "pq_st", "sq_st", "rq_st")
 
 
@@ -213,7 +228,7 @@ def _curves(result: Any, checkpoint_dir: Path | None) -> tuple[pd.DataFrame, pd.
 
 # ------------------------------------------------------------------------------------------------ main entry
 def train_experiment(
-    params: Mapping[str, Any], *, name: str = "train"
+    params: TrainParams | Mapping[str, Any], *, name: str = "train"
 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """Train one configuration end to end and log it to MLflow.
 
@@ -226,27 +241,24 @@ def train_experiment(
         paths, model config, eval transform, final validation PQ, ...) and the loss / lr and validation-PQ
         curves (one row per logged step / validation).
     """
-    where = f"params:{name}"
-    params = plain(params)
-    check_keys(params, where, required=TRAIN_KEYS, optional=TRAIN_OPTIONAL)
-    root = str(params["ingested_root"])
-    train_split, val_split = str(params["train_split"]), str(params["val_split"])
+    spec = (
+        params
+        if isinstance(params, TrainParams)
+        else from_params(TrainParams, plain(params), f"params:{name}")
+    )
+    root, train_split, val_split = str(spec.ingested_root), str(spec.train_split), str(spec.val_split)
     source = data_source(root)
-    log.info("%s: training on the %s %s data set at %s", name, source["source"], params["dataset"], root)
+    log.info("%s: training on the %s %s data set at %s", name, source["source"], spec.dataset, root)
 
     categories = load_ingested(root, train_split).categories
-    train_tf = PanopticTransform(TransformConfig.from_params(dict(params["augment"]), train=True))
-    eval_params = dict(params["augment_eval"] or {})
+    train_tf = PanopticTransform(
+        TransformConfig.from_params(spec.augment, train=True, where=f"params:{name}.augment")
+    )
+    eval_params = dict(spec.augment_eval or {})
     eval_transform(eval_params)  # typos fail before training
     dataset = PanopticDataset(root, train_split, categories, train_tf)
-    try:
-        model_cfg = ModelConfig.from_dict(params["model"])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}.model: {err}") from err
-    trainer_cfg = TrainerConfig.from_dict(params["trainer"], source=f"{where}.trainer")
-    validation = dict(params.get("validation") or {})
-    check_keys(validation, f"{where}.validation", required=set(), optional={"max_images"})
-    max_images = int(validation.get("max_images", 0) or 0)
+    model_cfg, trainer_cfg = spec.model, spec.trainer
+    max_images = int(spec.validation.max_images or 0) if spec.validation is not None else 0
     validator = PQValidator(root, val_split, eval_params, max_images, categories) if max_images > 0 else None
 
     seed_everything(trainer_cfg.seed)  # the initial weights come from the run's seed, like everything after
@@ -258,19 +270,19 @@ def train_experiment(
             {
                 "model": model_cfg.to_dict(),
                 "categories": {"map": categories.to_dict()},
-                "dataset": {"dataset": params["dataset"], "train_split": train_split},
+                "dataset": {"dataset": spec.dataset, "train_split": train_split},
             },
         )
 
     n_params = sum(p.numel() for p in model.parameters())
     tags = {
-        "dataset": params["dataset"],
+        "dataset": spec.dataset,
         "pipeline.namespace": name,
         **provenance(root, [train_split, val_split]),
         "model.num_parameters": str(n_params),
         "trainer.num_processes": str(trainer_cfg.num_processes),
     }
-    job = _Job(name, params, source, categories, dataset, model, model_cfg, trainer_cfg, validator, tags)
+    job = _Job(name, spec, source, categories, dataset, model, validator, tags)
     with joined_process_group(trainer_cfg):
         # Under an external `torchrun` every rank trains (DDP); rank 0 alone tracks, writes the bundle and
         # logs the model, and hands its manifest and curves to the other ranks through torch.distributed
@@ -283,13 +295,11 @@ class _Job:
     """What :func:`train_experiment` assembles before training."""
 
     name: str
-    params: dict[str, Any]
+    spec: TrainParams
     source: dict[str, str]
     categories: CategoryMap
     dataset: PanopticDataset
     model: torch.nn.Module
-    model_cfg: ModelConfig
-    trainer_cfg: TrainerConfig
     validator: PQValidator | None
     tags: dict[str, str]
 
@@ -298,7 +308,7 @@ def _train(job: _Job, logger: Any = None) -> Any:
     return train(
         job.model,
         job.dataset,
-        job.trainer_cfg,
+        job.spec.trainer,
         collate_fn=collate_panoptic,
         validate_fn=job.validator,
         logger=logger,
@@ -307,31 +317,37 @@ def _train(job: _Job, logger: Any = None) -> Any:
 
 def _train_tracked(job: _Job) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """Rank 0's part of :func:`train_experiment`: train in a tracked run, write the bundle, log the model."""
-    params, name, model, categories = job.params, job.name, job.model, job.categories
-    model_cfg, trainer_cfg, tags, source = job.model_cfg, job.trainer_cfg, job.tags, job.source
-    root = str(params["ingested_root"])
-    train_split, val_split = str(params["train_split"]), str(params["val_split"])
-    eval_params = dict(params["augment_eval"] or {})
-    validation = dict(params.get("validation") or {})
+    spec, name, model, categories, tags, source = (
+        job.spec,
+        job.name,
+        job.model,
+        job.categories,
+        job.tags,
+        job.source,
+    )
+    model_cfg, trainer_cfg = spec.model, spec.trainer
+    root, train_split, val_split = str(spec.ingested_root), str(spec.train_split), str(spec.val_split)
+    eval_params = dict(spec.augment_eval or {})
+    validation = dataclasses.asdict(spec.validation) if spec.validation is not None else {}
     n_params = int(tags["model.num_parameters"])
     prefix = name.replace(".models.", "-")  # ablation_cityscapes.models.A -> ablation_cityscapes-A
-    title = run_name(prefix, str(params["dataset"]), model_cfg.to_dict(), trainer_cfg.seed)
+    title = run_name(prefix, str(spec.dataset), model_cfg.to_dict(), trainer_cfg.seed)
     with current_tracker().start_run(title) as run:
         run.set_tags(tags)
         run.log_params(
             {
                 "model": model_cfg.to_dict(),
                 "trainer": trainer_cfg.to_dict(),
-                "augment": params["augment"],
+                "augment": spec.augment,
                 "augment_eval": eval_params,
                 "validation": validation,
-                "data": {"dataset": params["dataset"], "root": root, "train": train_split, "val": val_split},
+                "data": {"dataset": spec.dataset, "root": root, "train": train_split, "val": val_split},
             },
             prefix="resolved",
         )
         result = _train(job, run)
         bundle = save_bundle(
-            params["output_dir"], model.state_dict(), model_cfg.to_dict(), categories, eval_params
+            spec.output_dir, model.state_dict(), model_cfg.to_dict(), categories, eval_params
         )
         train_curve, val_curve = _curves(result, trainer_cfg.checkpoint_path)
         last = val_curve.iloc[-1].items() if len(val_curve) else []
@@ -345,7 +361,7 @@ def _train_tracked(job: _Job) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFram
         run_id, experiment_id = run.run_id, run.experiment_id
     manifest = {
         "name": name,
-        "dataset": params["dataset"],
+        "dataset": spec.dataset,
         "data_source": source["source"],
         "ingested_root": root,
         "train_split": train_split,
@@ -358,7 +374,7 @@ def _train_tracked(job: _Job) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFram
             "model_uri": model_uri,  # models:/m-<id>, MLflow 3's logged model
         },
         "bundle": bundle,
-        "output_dir": str(params["output_dir"]),
+        "output_dir": str(spec.output_dir),
         "model_config": model_cfg.to_dict(),
         "eval_transform": eval_params,
         "num_parameters": n_params,
@@ -380,5 +396,5 @@ def _train_tracked(job: _Job) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFram
         final_val,
         run_id,
     )
-    atomic_write_json(Path(params["output_dir"]) / "manifest.json", manifest)
+    atomic_write_json(Path(spec.output_dir) / "manifest.json", manifest)
     return plain(manifest), train_curve, val_curve

@@ -21,6 +21,7 @@ from packaging.requirements import Requirement
 
 import unipan_pipeline
 from unipan_pipeline.categories import CategoryMap
+from unipan_pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from unipan_pipeline.tracking.pyfunc import PanopticPyfuncModel, build_eval_transform, resolve_import_path
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,8 @@ def log_model_pyfunc(
     name: str = "model",
     model_factory: str = "unipan_pipeline.model:build_model",
     config_factory: str = "unipan_pipeline.model:ModelConfig.from_dict",
-    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
-    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225),
+    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN,
+    pixel_std: tuple[float, float, float] = IMAGENET_STD,
     eval_transform: Mapping[str, Any] | None = None,
     device: str = "cpu",
     registered_model_name: str | None = None,

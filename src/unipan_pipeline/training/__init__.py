@@ -1,6 +1,7 @@
 """Training engine: config, loop with hooks, schedule, checkpoints and resume, DDP launch.
 
-Plain PyTorch; no Kedro. ``tracking`` / ``pyfunc`` import MLflow lazily (import them explicitly).
+Plain PyTorch: no Kedro, no MLflow (that is :mod:`unipan_pipeline.tracking`; ``training.tracking`` and
+``training.pyfunc`` are aliases of it kept for old imports and for models pickled before the move).
 """
 
 from __future__ import annotations
