@@ -52,7 +52,8 @@ format: install
 
 benchmarks: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'  # hotcoco, compared against in eval_speed.py
-	$(BIN)/python benchmarks/training_step.py
+	$(BIN)/python benchmarks/training_throughput.py
+	$(BIN)/python benchmarks/loader_throughput.py
 	$(BIN)/python benchmarks/inference.py
 	$(BIN)/python benchmarks/affinity.py
 	$(BIN)/python benchmarks/eval_speed.py

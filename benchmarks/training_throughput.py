@@ -1,26 +1,28 @@
-"""Data-loader throughput vs. training-step time, side by side.
+"""Training step of the demo preset with the speed options off and on, side by side in one run.
 
-Answers "is training input-bound?": images/s the DataLoader delivers on its own (for several worker counts)
-next to images/s of forward + backward + optimiser step on already-loaded batches. If the loader is slower
-than the step, add workers / cache the data set.
+Same model weights, same batches (generated street scenes at the demo's 128x256, demo augmentation), same
+optimiser; each variant is timed over the same steps after a warm-up, interleaved round by round so that a
+noisy neighbour hurts every variant alike, and the best round is kept. Every round starts each variant from
+the same (untrained, as at the start of training) weights and a fresh optimiser, so that all variants do the
+same work on the same batches. Variants:
 
-Defaults run today on the toy model and data set; point it at the real ones with import paths::
+* ``fp32``: the options off;
+* ``bf16``: ``trainer.amp: bf16`` (autocast, fp32 master weights);
+* ``bf16+cl``: bf16 and ``trainer.channels_last``;
+* ``bf16+capN``, ``bf16+cl+capN``: also ``model.panoptic_max_detections_train: N`` (the panoptic head's
+  detections in training), without and with channels_last;
+* ``conf``: the demo's configuration as committed (``conf/base/parameters_demo.yml``).
 
-    .venv/bin/python benchmarks/training_throughput.py \\
-        --dataset-factory unipan_pipeline.data.dataset:PanopticDataset \\
-        --dataset-kwargs '{"root": "data/03_primary/cityscapes", "split": "train"}' \\
-        --collate unipan_pipeline.data.dataset:collate_panoptic \\
-        --model-factory unipan_pipeline.model:build_model --model-config conf/model.json \\
-        --categories data/03_primary/cityscapes/categories.json --batch 4 --workers 0 2 4
-
-Figures are printed (and written as JSON with ``--out``); nothing is asserted.
+Run: ``.venv/bin/python benchmarks/training_throughput.py`` (``--threads 2`` pins threads; ``--weights
+data/06_models/demo/model.pt`` times the steps from the demo's trained weights, where fewer detections
+reach the heads than at initialisation). Prints a table and, last, one JSON line with the speed-ups over
+fp32. Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -28,151 +30,134 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+import yaml
 
 from unipan_pipeline.categories import CategoryMap
+from unipan_pipeline.data import PanopticDataset, PanopticTransform, TransformConfig, collate_panoptic
+from unipan_pipeline.data.cityscapes import ingest_cityscapes
+from unipan_pipeline.model import ModelConfig, build_model
+from unipan_pipeline.synthetic import generate_cityscapes_tree
 from unipan_pipeline.training.config import TrainerConfig
-from unipan_pipeline.training.factories import resolve_import_path
-from unipan_pipeline.training.sampler import InfiniteShardedSampler, SeededDataset, worker_init_fn
+from unipan_pipeline.training.precision import Autocast, native_bf16
 from unipan_pipeline.training.schedule import build_optimizer
-from unipan_pipeline.training.trainer import _to_device, resolve_device
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset-factory", default="unipan_pipeline.training.toy:build_toy_dataset")
-    p.add_argument("--dataset-kwargs", default="{}", help="JSON kwargs of the dataset factory")
-    p.add_argument("--collate", default="unipan_pipeline.training.toy:collate_lists")
-    p.add_argument(
-        "--model-factory",
-        default="unipan_pipeline.training.toy:build_toy_model_default",
-        help="zero-argument factory, or build_model(cfg, categories) when --model-config is given",
-    )
-    p.add_argument("--config-factory", default="unipan_pipeline.model:ModelConfig.from_dict")
-    p.add_argument("--model-config", default=None, help="JSON/YAML file of the model config")
-    p.add_argument("--categories", default=None, help="categories.json (CategoryMap.save output)")
-    p.add_argument("--batch", type=int, default=4, help="images per step")
-    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    p.add_argument("--loader-batches", type=int, default=20)
-    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--steps", type=int, default=6, help="timed steps per variant and round")
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"])
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    p.add_argument("--out", default=None, help="write the figures as JSON here")
+    p.add_argument("--caps", type=int, nargs="*", default=[20])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--weights", type=Path, default=None, help="a state dict to start from (default: init)")
     return p.parse_args()
 
 
-def _load_mapping(path: str) -> dict[str, Any]:
-    text = Path(path).read_text()
-    if path.endswith((".yml", ".yaml")):
-        import yaml  # noqa: PLC0415 - only for YAML configs
-
-        return dict(yaml.safe_load(text))
-    return dict(json.loads(text))
+def _demo_params() -> tuple[dict[str, Any], dict[str, Any]]:
+    demo = yaml.safe_load((ROOT / "conf/base/parameters_demo.yml").read_text())["demo"]
+    gen = yaml.safe_load((ROOT / "conf/base/parameters_generate_synthetic.yml").read_text())
+    return demo, gen["generate_synthetic"]
 
 
-def _build_model(args: argparse.Namespace) -> torch.nn.Module:
-    factory = resolve_import_path(args.model_factory)
-    if args.model_config is None:
-        return factory()
-    if args.categories is None:
-        raise SystemExit("--model-config needs --categories")
-    cfg = resolve_import_path(args.config_factory)(_load_mapping(args.model_config))
-    return factory(cfg, CategoryMap.load(args.categories))
-
-
-def _loader(dataset: Any, collate: Any, batch: int, workers: int) -> DataLoader:
-    sampler = InfiniteShardedSampler(len(dataset), batch, seed=0, shuffle=True)
-    return DataLoader(
-        SeededDataset(dataset),
-        batch_size=batch,
-        sampler=sampler,
-        num_workers=workers,
-        collate_fn=collate,
-        worker_init_fn=worker_init_fn,
-        persistent_workers=False,
+def _batches(demo: dict[str, Any], gen: dict[str, Any], n: int, tmp: Path) -> tuple[list, CategoryMap]:
+    batch = int(demo["trainer"]["images_per_batch"])
+    raw = tmp / "raw"
+    generate_cityscapes_tree(
+        raw, {"train": n * batch}, gen["height"], gen["width"], seed=1, scene=gen["scene"], progress=False
     )
+    ingest_cityscapes(raw, tmp / "ingested", ["train"], source="synthetic")
+    categories = CategoryMap.cityscapes()
+    tf = PanopticTransform(TransformConfig.from_params(dict(demo["augment"]), train=True))
+    ds = PanopticDataset(tmp / "ingested", "train", categories, tf)
+    torch.manual_seed(0)
+    items = [ds[i] for i in range(n * batch)]
+    return [collate_panoptic(items[i * batch : (i + 1) * batch]) for i in range(n)], categories
 
 
-def loader_throughput(
-    dataset: Any, collate: Any, batch: int, workers: int, n_batches: int
-) -> dict[str, float]:
-    """Images/s of the DataLoader alone (first batch, incl. worker start-up, reported separately)."""
-    t0 = time.perf_counter()
-    it = iter(_loader(dataset, collate, batch, workers))
-    next(it)
-    first = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    for _ in range(n_batches):
-        next(it)
-    dt = time.perf_counter() - t1
-    del it
-    return {"workers": workers, "first_batch_s": first, "images_per_s": n_batches * batch / dt}
-
-
-def step_throughput(
-    model: torch.nn.Module, dataset: Any, collate: Any, args: argparse.Namespace
-) -> dict[str, float]:
-    """Images/s of forward + backward + SGD step on pre-loaded batches (no data loading in the timing)."""
-    device = resolve_device(args.device)
-    model.to(device).train()
-    cfg = TrainerConfig(iterations=1, images_per_batch=args.batch, lr=1e-4, warmup_iters=0)
-    opt = build_optimizer(model, cfg)
-    it = iter(_loader(dataset, collate, args.batch, 0))
-    batches = [_to_device(next(it), device, False) for _ in range(min(args.steps + args.warmup, 8))]
-    use_amp = args.amp != "off" and device.type == "cuda"
-    dtype = torch.bfloat16 if args.amp == "bf16" else torch.float16
-    times = []
-    for i in range(args.steps + args.warmup):
-        images, targets = batches[i % len(batches)]
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
-            losses = model(images, targets)
-        total = sum(losses.values())
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
-    mean = sum(times) / len(times)
-    return {"device": str(device), "step_s": mean, "images_per_s": args.batch / mean}
+def _variants(demo: dict[str, Any], caps: list[int]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {
+        "fp32": {"amp": "off", "channels_last": False, "cap": None},
+        "bf16": {"amp": "bf16", "channels_last": False, "cap": None},
+        "bf16+cl": {"amp": "bf16", "channels_last": True, "cap": None},
+    }
+    for c in caps:
+        out[f"bf16+cap{c}"] = {"amp": "bf16", "channels_last": False, "cap": c}
+        out[f"bf16+cl+cap{c}"] = {"amp": "bf16", "channels_last": True, "cap": c}
+    t = demo["trainer"]
+    out["conf"] = {
+        "amp": t.get("amp", "off"),
+        "channels_last": bool(t.get("channels_last", False)),
+        "cap": demo["model"].get("panoptic_max_detections_train"),
+    }
+    return out
 
 
 def main() -> int:
     args = _parse()
     if args.threads:
         torch.set_num_threads(args.threads)
-    dataset = resolve_import_path(args.dataset_factory)(**json.loads(args.dataset_kwargs))
-    collate = resolve_import_path(args.collate)
-    model = _build_model(args)
-    print(f"data set: {args.dataset_factory} ({len(dataset)} images); model: {args.model_factory}")
-    print(f"batch {args.batch}, torch threads {torch.get_num_threads()}, cpu cores {os.cpu_count()}")
-    loads = [loader_throughput(dataset, collate, args.batch, w, args.loader_batches) for w in args.workers]
-    step = step_throughput(model, dataset, collate, args)
-    print(f"{'':24s}{'images/s':>12s}{'first batch s':>16s}")
-    for r in loads:
-        name = f"loader, {r['workers']} workers"
-        print(f"{name:24s}{r['images_per_s']:12.1f}{r['first_batch_s']:16.2f}")
+    demo, gen = _demo_params()
+    device = torch.device("cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        batches, categories = _batches(demo, gen, args.steps, Path(tmp))
+    base_cfg = ModelConfig.from_dict({**demo["model"], "panoptic_max_detections_train": None})
+    torch.manual_seed(0)
+    reference = build_model(base_cfg, categories).state_dict()
+    if args.weights is not None:
+        reference = torch.load(args.weights, map_location="cpu", weights_only=True)
+    variants = _variants(demo, args.caps)
+    opt_cfg = TrainerConfig(iterations=1, images_per_batch=4, optimizer="adamw", lr=1e-4, warmup_iters=0)
+    models: dict[str, Any] = {}
+    for name, v in variants.items():
+        model = build_model(base_cfg.replace(panoptic_max_detections_train=v["cap"]), categories)
+        model.load_state_dict(reference)
+        model.train()
+        if v["channels_last"]:
+            model.to(memory_format=torch.channels_last)
+        models[name] = (model, build_optimizer(model, opt_cfg), Autocast(v["amp"], device))
     print(
-        f"{'train step (' + step['device'] + ')':24s}{step['images_per_s']:12.1f}{'':16s}"
-        f"  ({step['step_s'] * 1000:.1f} ms/step)"
+        f"demo preset: ResNet-{base_cfg.backbone_depth}, batch {len(batches[0][0])}, "
+        f"{tuple(batches[0][0][0].shape[-2:])} images; threads {torch.get_num_threads()}; "
+        f"native bf16: {native_bf16(device)}; weights: {args.weights or 'initialisation'}"
     )
-    best = max(loads, key=lambda r: r["images_per_s"])
-    verdict = "input-bound" if best["images_per_s"] < step["images_per_s"] else "compute-bound"
-    print(
-        f"-> {verdict}: best loader {best['images_per_s']:.1f} img/s vs step {step['images_per_s']:.1f} img/s"
-    )
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as fh:
-            json.dump({"loader": loads, "step": step, "verdict": verdict}, fh, indent=2)
-        os.replace(fh.name, out)
+
+    def step(name: str, images: list, targets: list) -> float:
+        model, opt, autocast = models[name]
+        t0 = time.perf_counter()
+        with autocast():
+            losses = model(images, targets)
+        total = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        return time.perf_counter() - t0
+
+    best: dict[str, float] = {}
+    for name in models:  # warm-up (allocator, oneDNN kernels)
+        for i in range(args.warmup):
+            step(name, *batches[i % len(batches)])
+    for r in range(args.rounds):
+        for name in list(models):
+            # every variant starts each round from the same weights and a fresh optimiser, so that all of
+            # them do the same work (the same detections reach the heads) on the same batches
+            model, _, autocast = models[name]
+            model.load_state_dict(reference)
+            models[name] = (model, build_optimizer(model, opt_cfg), autocast)
+            times = [step(name, *b) for b in batches]
+            mean = sum(times) / len(times)
+            best[name] = min(best.get(name, float("inf")), mean)
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v:.3f}s" for k, v in best.items()))
+    fp32 = best["fp32"]
+    print(f"\n{'variant':18s}{'amp':>6s}{'ch.last':>9s}{'cap':>6s}{'s/step':>9s}{'speed-up':>10s}")
+    for name, v in variants.items():
+        cap = "-" if v["cap"] is None else str(v["cap"])
+        print(
+            f"{name:18s}{v['amp']:>6s}{v['channels_last']!s:>9s}{cap:>6s}{best[name]:9.3f}"
+            f"{fp32 / best[name]:9.2f}x"
+        )
+    print(json.dumps({"step_s": best, "speedup_vs_fp32": {k: fp32 / v for k, v in best.items()}}))
     return 0
 
 

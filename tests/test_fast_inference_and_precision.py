@@ -23,7 +23,11 @@ from unipan_pipeline.model import panoptic_network as network_module
 from unipan_pipeline.model.detection import paste_masks
 from unipan_pipeline.model.instance_affinity import DenseInstanceAffinity
 from unipan_pipeline.model.panoptic_matching_loss import panoptic_matching_loss
-from unipan_pipeline.model.upsampled_argmax import upsampled_argmax, upsampled_argmax_reference
+from unipan_pipeline.model.upsampled_argmax import (
+    first_argmax,
+    upsampled_argmax,
+    upsampled_argmax_reference,
+)
 from unipan_pipeline.training import precision
 from unipan_pipeline.training.precision import Autocast, resolve_amp
 
@@ -53,7 +57,7 @@ def dense_paste(masks: torch.Tensor, boxes: torch.Tensor, height: int, width: in
 # ------------------------------------------------------------------------------------------ argmax
 @pytest.mark.parametrize(
     ("k", "h", "w", "height", "width"),
-    [(5, 8, 9, 30, 33), (7, 16, 16, 64, 64), (1, 4, 4, 16, 16), (12, 20, 31, 77, 121)],
+    [(5, 8, 9, 30, 33), (7, 16, 16, 64, 64), (1, 4, 4, 16, 16), (12, 20, 31, 77, 121), (4, 1, 6, 3, 22)],
 )
 @pytest.mark.parametrize("kind", ["noise", "blocks", "ties", "double"])
 def test_sparse_argmax_equals_dense(  # noqa: PLR0917 - parametrised
@@ -74,7 +78,15 @@ def test_sparse_argmax_equals_dense(  # noqa: PLR0917 - parametrised
         x = x.double()
     expected = upsampled_argmax_reference(x, (height, width))
     assert torch.equal(upsampled_argmax(x, (height, width), dense_above=1.0), expected)  # sparse path
+    assert torch.equal(upsampled_argmax(x, (height, width), dense_above=0.0), expected)  # candidate-dense
     assert torch.equal(upsampled_argmax(x, (height, width)), expected)
+
+
+@pytest.mark.parametrize("kind", ["noise", "ties"])
+def test_first_argmax_equals_argmax(kind: str) -> None:
+    x = torch.randn(9, 13, 17, generator=torch.Generator().manual_seed(1))
+    x = x.round() if kind == "ties" else x  # ties go to the lowest channel, as argmax's
+    assert torch.equal(first_argmax(x), x.argmax(0))
 
 
 def test_sparse_argmax_rejects_a_size_beyond_the_grid() -> None:

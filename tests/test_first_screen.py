@@ -4,6 +4,9 @@ summary at the end, runs named for what they trained."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -44,6 +47,26 @@ def test_pyfunc_class_definition_does_not_ask_for_type_hints() -> None:
         warnings.simplefilter("always")
         importlib.reload(pyfunc)
     assert not [w for w in caught if "Add type hints" in str(w.message)]
+
+
+def test_kedro_cli_start_prints_no_warning() -> None:
+    """A fresh ``kedro`` process (plugins loaded: kedro-mlflow defines a PythonModel without type hints)
+    prints no warning before any work."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "COLUMNS": "200"}
+    kedro = Path(sys.executable).with_name("kedro")
+    done = subprocess.run(
+        [str(kedro), "registry", "list"],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    screen = done.stdout + done.stderr
+    assert "- demo" in screen
+    assert "WARNING" not in screen and "Warning" not in screen, screen[-3000:]
 
 
 def test_mlflow_conf_has_no_relative_artifact_location() -> None:

@@ -46,7 +46,7 @@ _WHERE = "instance_affinity.py"
 
 def _make_activation(name: str) -> nn.Module:
     if name == "relu":
-        return nn.ReLU()
+        return nn.ReLU(inplace=True)  # after a conv: saves one [C, h, w] allocation
     if name == "softplus":
         return nn.Softplus()
     if name == "none":

@@ -55,7 +55,7 @@ from .instance_affinity import DenseInstanceAffinity
 from .outputs import channel_entries, panoptic_from_index_map
 from .panoptic_matching_loss import match_detections, panoptic_matching_loss
 from .semantic_head import DeformableSemanticHead, SemanticHead, build_semantic_head, semantic_loss
-from .upsampled_argmax import upsampled_argmax
+from .upsampled_argmax import first_argmax, upsampled_argmax
 
 STRIDE = 4
 """Downsampling factor d of V, Q, Psi and P (sec. 3.2)."""
@@ -387,7 +387,7 @@ class PanopticNetwork(nn.Module):
         """
         h, w = size
         hv, wv = math.ceil(h / STRIDE), math.ceil(w / STRIDE)
-        winners = torch.unique(p[:, :hv, :wv].argmax(0))
+        winners = torch.unique(first_argmax(p[:, :hv, :wv]))
         return winners[upsampled_argmax(p[winners], size, STRIDE)]
 
 

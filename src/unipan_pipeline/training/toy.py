@@ -1,6 +1,6 @@
 """A tiny model and data set that follow the project's model and batch contracts.
 
-Used by the training tests, the pyfunc tests and as the default of ``benchmarks/training_throughput.py``
+Used by the training tests, the pyfunc tests and as the default of ``benchmarks/loader_throughput.py``
 (so they run before / without the real ``unipan_pipeline.model``). Not a panoptic method: the "panoptic"
 output simply makes one segment per predicted class.
 """
