@@ -43,9 +43,11 @@ def make_loader(
     )
 
 
-def to_device(batch: Batch, device: torch.device) -> Batch:
-    """The batch's images and the tensors of its targets on ``device`` (asynchronous copies on CUDA)."""
-    non_blocking = device.type == "cuda"
+def to_device(batch: Batch, device: torch.device, non_blocking: bool | None = None) -> Batch:
+    """The batch's images and the tensors of its targets on ``device`` (by default asynchronous copies on
+    CUDA)."""
+    if non_blocking is None:
+        non_blocking = device.type == "cuda"
     images, targets = batch
     moved_images = [im.to(device, non_blocking=non_blocking) for im in images]
     moved_targets = [
