@@ -317,14 +317,8 @@ def _train(job: _Job, logger: Any = None) -> Any:
 
 def _train_tracked(job: _Job) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """Rank 0's part of :func:`train_experiment`: train in a tracked run, write the bundle, log the model."""
-    spec, name, model, categories, tags, source = (
-        job.spec,
-        job.name,
-        job.model,
-        job.categories,
-        job.tags,
-        job.source,
-    )
+    spec, name, model = job.spec, job.name, job.model
+    categories, tags, source = job.categories, job.tags, job.source
     model_cfg, trainer_cfg = spec.model, spec.trainer
     root, train_split, val_split = str(spec.ingested_root), str(spec.train_split), str(spec.val_split)
     eval_params = dict(spec.augment_eval or {})
