@@ -35,9 +35,9 @@ from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.devices import resolve_device
 from unipan_pipeline.training.config import TrainerConfig
 from unipan_pipeline.training.factories import resolve_import_path
+from unipan_pipeline.training.loader import to_device
 from unipan_pipeline.training.sampler import InfiniteShardedSampler, SeededDataset, worker_init_fn
 from unipan_pipeline.training.schedule import build_optimizer
-from unipan_pipeline.training.trainer import _to_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # toy_model, the default
 
@@ -124,7 +124,7 @@ def step_throughput(
     cfg = TrainerConfig(iterations=1, images_per_batch=args.batch, lr=1e-4, warmup_iters=0)
     opt = build_optimizer(model, cfg)
     it = iter(_loader(dataset, collate, args.batch, 0))
-    batches = [_to_device(next(it), device, False) for _ in range(min(args.steps + args.warmup, 8))]
+    batches = [to_device(next(it), device, False) for _ in range(min(args.steps + args.warmup, 8))]
     use_amp = args.amp != "off" and device.type == "cuda"
     dtype = torch.bfloat16 if args.amp == "bf16" else torch.float16
     times = []

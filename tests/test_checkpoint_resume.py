@@ -16,7 +16,7 @@ import pytest
 import torch
 from toy_model import ToyModelConfig, ToyPanopticDataset, build_toy_model, collate_lists
 
-from unipan_pipeline.training import CheckpointError, TrainerConfig, load_checkpoint, train
+from unipan_pipeline.training import CheckpointError, TrainerConfig, load_checkpoint, lr_factor, train
 from unipan_pipeline.training.checkpoint import (
     atomic_torch_save,
     capture_rng_state,
@@ -259,3 +259,31 @@ def test_rng_state_roundtrip() -> None:
     restore_rng_state(state)
     b = (random.random(), np.random.rand(), torch.rand(1))
     assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+def test_resume_follows_the_current_schedule(tmp_path: Path) -> None:
+    """The schedule is a function of (config, iteration): a resumed run with another lr / steps uses them."""
+    train(_model(0), _dataset(), _cfg(tmp_path, N, shuffle=True, num_workers=0), collate_fn=collate_lists)
+    changed = _cfg(tmp_path, 2 * N, shuffle=True, num_workers=0)
+    changed.lr, changed.lr_steps = 0.2, [N + 2]
+    res = train(_model(0), _dataset(), changed, collate_fn=collate_lists)
+    assert res.start_iteration == N
+    lrs = [h["train/lr"] for h in res.history]
+    expected = [
+        0.2 * lr_factor(t, warmup_iters=3, warmup_factor=changed.warmup_factor, lr_steps=[N + 2], gamma=0.1)
+        for t in range(N, 2 * N)
+    ]
+    assert lrs == pytest.approx(expected)
+    assert load_checkpoint(tmp_path / f"ckpt_{2 * N:08d}.pt")["scheduler"]["base_lrs"] == [0.2, 0.2]
+
+
+def test_checkpoint_with_a_scheduler_at_another_step_is_refused(tmp_path: Path) -> None:
+    train(_model(0), _dataset(), _cfg(tmp_path, 2, shuffle=True, num_workers=0), collate_fn=collate_lists)
+    path = tmp_path / "ckpt_00000002.pt"
+    ck = load_checkpoint(path)
+    ck["scheduler"]["last_epoch"] = 5
+    atomic_torch_save(ck, path)
+    with pytest.raises(
+        CheckpointError, match=r"ckpt_00000002\.pt: scheduler at step 5, checkpoint at iteration 2"
+    ):
+        train(_model(0), _dataset(), _cfg(tmp_path, 4, shuffle=True, num_workers=0), collate_fn=collate_lists)

@@ -237,7 +237,8 @@ def test_augmentation_parameters_in_conf_parse(name: str) -> None:
 
 
 def test_coco_eval_resize_and_transform_checks() -> None:
-    t = PanopticTransform(TransformConfig.coco(train=False))
+    coco = yaml.safe_load((Path(__file__).parents[1] / "conf/base/parameters_train_coco.yml").read_text())
+    t = PanopticTransform(TransformConfig.from_params(coco["train_coco"]["augment_eval"], train=False))
     image = torch.zeros(3, 100, 300, dtype=torch.uint8)
     index = torch.zeros(100, 300, dtype=torch.int64)
     out_image, out_index = t(image, index)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from toy_model import ToyModelConfig, ToyPanopticDataset, build_toy_model, collate_lists
@@ -111,3 +112,40 @@ def test_backend_choice() -> None:
     assert dist_utils.resolve_backend("auto", torch.device("cpu")) == "gloo"
     assert dist_utils.resolve_backend("auto", torch.device("cuda", 0)) == "nccl"
     assert dist_utils.resolve_backend("gloo", torch.device("cuda", 0)) == "gloo"
+
+
+def _share(fail_on_main: bool) -> str:
+    """Worker: rank 0 computes a value (or fails), rank 1 does a collective meanwhile; both report."""
+
+    def on_main() -> dict[str, object]:
+        total = torch.ones(1)
+        torch.distributed.all_reduce(total)  # rank 1 takes part in this collective from on_others
+        if fail_on_main:
+            raise ValueError("rank 0 broke")
+        return {"world": int(total.item()), "frame": pd.DataFrame({"iteration": [1, 2]})}
+
+    def on_others() -> None:
+        torch.distributed.all_reduce(torch.ones(1))
+
+    dist_utils.init_process_group("gloo", torch.device("cpu"))
+    try:
+        value = dist_utils.result_of_main(on_main, on_others)
+    except (ValueError, RuntimeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        dist_utils.destroy_process_group()
+    return f"world={value['world']} iterations={value['frame']['iteration'].tolist()}"
+
+
+def test_rank_zero_result_reaches_every_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    assert dist_utils.launch_local(_share, (False,), 2) == {
+        0: "world=2 iterations=[1, 2]",
+        1: "world=2 iterations=[1, 2]",
+    }
+    failed = dist_utils.launch_local(_share, (True,), 2)
+    assert failed[0] == "ValueError: rank 0 broke"
+    assert failed[1] == "RuntimeError: rank 0 failed, so rank 1 has no result: ValueError: rank 0 broke"
+    # one process: the main function's value, no process group needed
+    assert dist_utils.result_of_main(lambda: 7, lambda: pytest.fail("not called")) == 7

@@ -12,10 +12,8 @@ import json
 import math
 import os
 import pickle
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import mlflow
@@ -23,14 +21,15 @@ import pandas as pd
 import pytest
 import torch
 from kedro.config import OmegaConfigLoader
-from kedro_project import TINY_PARAMS, isolated_mlflow
+from kedro_project import TINY_MODEL, TINY_PARAMS, isolated_mlflow
 from mlflow.tracking import MlflowClient
 
 from unipan_pipeline.evaluation import METRIC_KEYS, pq_compute_files
-from unipan_pipeline.experiment import PQValidator, register_experiment, train_experiment
+from unipan_pipeline.experiment import PQValidator, evaluate_experiment, register_experiment, train_experiment
 from unipan_pipeline.experiment.common import check_keys, data_source, load_bundle
-from unipan_pipeline.experiment.train import _rank0_outputs
-from unipan_pipeline.training.tracking import register_and_promote
+from unipan_pipeline.tracking import use_tracker
+from unipan_pipeline.tracking.fake import FakeTracker
+from unipan_pipeline.tracking.registry import register_and_promote
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -213,17 +212,66 @@ def test_registration_skips_without_a_usable_run(client: MlflowClient) -> None:
         register_experiment(missing, evaluation, {"register": {"alais": "x"}})
 
 
-def test_non_zero_rank_returns_rank0_outputs(tmp_path: Path) -> None:
-    """Under an external torchrun every rank runs the node; non-zero ranks hand back rank 0's manifest and
-    curves (written to the shared output folder), or a stub when none appears."""
-    result = SimpleNamespace(iteration=4)
-    ckpt = tmp_path / "checkpoints"
-    ckpt.mkdir()
-    (ckpt / "curves.json").write_text(json.dumps({"train": [{"iteration": 4, "train/loss": 1.0}], "val": []}))
-    (tmp_path / "manifest.json").write_text(json.dumps({"iterations": 4, "mlflow": {"run_id": "r"}}))
-    manifest, train_curve, _ = _rank0_outputs(tmp_path, ckpt, result, t_start=time.time(), name="x")
-    assert manifest["mlflow"]["run_id"] == "r" and train_curve["iteration"].tolist() == [4]
-    stub, _, _ = _rank0_outputs(
-        tmp_path, ckpt, SimpleNamespace(iteration=9), t_start=time.time(), name="x", timeout_s=0.1
-    )
-    assert stub == {"name": "x", "rank_not_main": True, "iterations": 9}
+def test_training_evaluation_and_registration_through_a_fake_tracker(
+    tiny_project: Path, tmp_path: Path
+) -> None:
+    """The glue logs through the current tracker: with the in-memory one, no MLflow store is touched."""
+    root = tiny_project / "data/03_primary/cityscapes"
+    demo = TINY_PARAMS["demo"]
+    params = {
+        "dataset": "cityscapes",
+        "ingested_root": str(root),
+        "train_split": "train",
+        "val_split": "val",
+        "augment": demo["augment"],
+        "augment_eval": demo["augment_eval"],
+        "model": TINY_MODEL,
+        "trainer": {**demo["trainer"], "iterations": 2, "checkpoint_dir": str(tmp_path / "ck"), "seed": 4},
+        "validation": {"max_images": 1},
+        "output_dir": str(tmp_path / "model"),
+    }
+    tracker = FakeTracker()
+    with use_tracker(tracker), isolated_mlflow(f"sqlite:///{tmp_path / 'never.db'}"):
+        manifest, train_curve, val_curve = train_experiment(params, name="fake")
+        run = tracker.only_run()
+        assert run.name == manifest["mlflow"]["run_name"] == "fake-cityscapes-r18-argmaxP-e2e-seed4"
+        assert manifest["mlflow"]["run_id"] == run.run_id
+        assert manifest["mlflow"]["model_uri"] == run.models[0]["uri"]
+        assert (
+            run.params["resolved.trainer.iterations"] == "2" and run.params["resolved.data.train"] == "train"
+        )
+        assert run.tags["dataset"] == "cityscapes" and run.tags["pipeline.namespace"] == "fake"
+        assert [step for step, _ in run.history("train/loss")] == train_curve["iteration"].tolist() == [1, 2]
+        assert run.history("val/pq") and run.history("final_val/pq") == [(2, val_curve["pq"].iloc[-1])]
+        assert sorted(run.artifacts) == [
+            "bundle/categories.json",
+            "bundle/inference.json",
+            "bundle/model_config.json",
+        ]
+        evaluation = evaluate_experiment(
+            manifest,
+            {
+                "max_images": 1,
+                "device": "cpu",
+                "predictions_dir": str(tmp_path / "pred"),
+                "report_dir": str(tmp_path / "report"),
+                "metrics_path": str(tmp_path / "metrics.json"),
+                "num_pictures": 0,
+                "affinity_pictures": 0,
+                "progress_bar": False,
+            },
+            name="fake",
+        )
+        assert evaluation["mlflow_run_id"] == run.run_id
+        assert run.params["evaluation.max_images"] == "1"
+        assert [v for k, v, _ in run.metrics if k == "pq"] == [evaluation["metrics"]["pq"]]
+        assert "evaluation/metrics.json" in run.artifacts
+        registered = register_experiment(manifest, evaluation, {"register": {}})
+        assert registered["registered"] and registered["version"] == 1 and registered["promoted"]
+        assert tracker.aliases[("unipan-cityscapes", "champion")] == 1
+        assert run.tags["registered_model"] == "unipan-cityscapes/1"
+        assert tracker.versions["unipan-cityscapes"][0].tags["split"] == "val"
+        # a manifest whose run the tracker does not know: nothing logged, nothing registered
+        other = {**manifest, "mlflow": {"run_id": "unknown"}}
+        assert not register_experiment(other, evaluation, {"register": {}})["registered"]
+    assert not (tmp_path / "never.db").exists()

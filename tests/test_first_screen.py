@@ -41,7 +41,7 @@ def test_registry_and_type_extraction_emit_no_warning(caplog: pytest.LogCaptureF
 def test_pyfunc_class_definition_does_not_ask_for_type_hints() -> None:
     import importlib  # noqa: PLC0415
 
-    from unipan_pipeline.training import pyfunc  # noqa: PLC0415
+    from unipan_pipeline.tracking import pyfunc  # noqa: PLC0415
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

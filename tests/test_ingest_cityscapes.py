@@ -140,7 +140,7 @@ def test_dataset_on_cityscapes(ingested: Path) -> None:
     aug = PanopticDataset(
         ingested,
         "train",
-        transforms=PanopticTransform(TransformConfig.cityscapes(train=True, crop_size=(16, 32))),
+        transforms=PanopticTransform(TransformConfig(train=True, scale_range=(0.5, 2.0), crop_size=(16, 32))),
     )
     torch.manual_seed(0)
     for _ in range(5):
@@ -165,7 +165,7 @@ def test_generator_to_ingestion_to_dataset(tmp_path: Path) -> None:
     ingest_cityscapes(polys_only, tmp_path / "from_polygons", ["train"])
     a = json.loads((out / "panoptic_train.json").read_text())["annotations"]
     assert json.loads((tmp_path / "from_polygons" / "panoptic_train.json").read_text())["annotations"] == a
-    crop = TransformConfig.cityscapes(train=True, crop_size=(32, 64))
+    crop = TransformConfig(train=True, scale_range=(0.5, 2.0), crop_size=(32, 64))
     ds = PanopticDataset(out, "train", transforms=PanopticTransform(crop))
     image, t = ds[0]
     assert tuple(image.shape) == (3, 32, 64) and t["semantic"].shape == (32, 64)

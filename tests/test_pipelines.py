@@ -17,8 +17,9 @@ from unipan_pipeline.data import TransformConfig
 from unipan_pipeline.experiment.common import check_keys
 from unipan_pipeline.experiment.evaluate import EVAL_KEYS, EVAL_REQUIRED
 from unipan_pipeline.experiment.predict import PREDICT_KEYS
-from unipan_pipeline.experiment.train import TRAIN_KEYS
+from unipan_pipeline.experiment.train import TrainParams
 from unipan_pipeline.model import ModelConfig
+from unipan_pipeline.params import from_params
 from unipan_pipeline.pipeline_registry import register_pipelines
 from unipan_pipeline.training import TrainerConfig
 
@@ -119,9 +120,9 @@ def test_params_resolve_and_datasets_are_in_the_catalog(
 @pytest.mark.parametrize("ns", ["train_cityscapes", "train_coco", "demo"])
 def test_training_namespaces_parse(ns: str, parameters: dict[str, Any]) -> None:
     p = parameters[ns]
-    check_keys(p, ns, required=TRAIN_KEYS, optional={"evaluation"})
-    model = ModelConfig.from_dict(p["model"])
-    trainer = TrainerConfig.from_dict(p["trainer"])
+    spec = from_params(TrainParams, p, f"params:{ns}")
+    model, trainer = spec.model, spec.trainer
+    assert model == ModelConfig.from_dict(p["model"]) and trainer == TrainerConfig.from_dict(p["trainer"])
     TransformConfig.from_params(p["augment"], train=True)
     TransformConfig.from_params(p["augment_eval"], train=False)
     assert trainer.checkpoint_dir == f"{p['output_dir']}/checkpoints"

@@ -28,13 +28,10 @@ from kedro_project import isolated_mlflow
 from PIL import Image
 from toy_model import ToyModelConfig, build_toy_model, toy_categories
 
-from unipan_pipeline.training.pyfunc import load_image
-from unipan_pipeline.training.tracking import (
-    configure_tracking,
-    log_model_pyfunc,
-    model_requirements,
-    register_and_promote,
-)
+from unipan_pipeline.tracking.models import log_model_pyfunc, model_requirements
+from unipan_pipeline.tracking.pyfunc import load_image
+from unipan_pipeline.tracking.registry import register_and_promote
+from unipan_pipeline.tracking.store import configure_tracking
 
 MLFLOW = Path(sys.executable).parent / "mlflow"
 SERVE_TIMEOUT_S = 90

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -15,16 +17,13 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from toy_model import ToyModelConfig, build_toy_model, toy_categories
 
-from unipan_pipeline.training.tracking import (
-    MlflowLogger,
-    configure_tracking,
-    flatten_params,
-    log_model_pyfunc,
-    register_and_promote,
-    registered_model_name,
-    render_param,
-    tracking_uri_for,
-)
+from unipan_pipeline.tracking import current_tracker, use_tracker
+from unipan_pipeline.tracking.fake import FakeTracker
+from unipan_pipeline.tracking.models import log_model_pyfunc
+from unipan_pipeline.tracking.params import flatten_params, render_param
+from unipan_pipeline.tracking.registry import register_and_promote, registered_model_name
+from unipan_pipeline.tracking.runs import MlflowLogger, child_run, study_run
+from unipan_pipeline.tracking.store import configure_tracking, tracking_uri_for
 
 PROJECT_DB = Path(__file__).resolve().parents[1] / "mlflow.db"
 
@@ -243,3 +242,77 @@ def test_pyfunc_bad_factory_path_fails_early(store, tmp_path: Path) -> None:
             model_factory="no_such_module:build",
             config_factory="toy_model:ToyModelConfig.from_dict",
         )
+
+
+def test_training_and_model_packages_do_not_import_mlflow() -> None:
+    """``training/`` and ``model/`` are plain PyTorch: importing all of their modules leaves MLflow out (the
+    two aliases in training/ that keep old imports and old pickled models working are left out)."""
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import unipan_pipeline.model as m, unipan_pipeline.training as t, unipan_pipeline.tracking\n"
+        "import unipan_pipeline.tracking.tracker, unipan_pipeline.tracking.fake\n"
+        "aliases = {'unipan_pipeline.training.tracking', 'unipan_pipeline.training.pyfunc'}\n"
+        "for pkg in (m, t):\n"
+        "    for info in pkgutil.iter_modules(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        if info.name not in aliases:\n"
+        "            importlib.import_module(info.name)\n"
+        "print(sorted(k for k in sys.modules if k.split('.')[0] == 'mlflow'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_fake_tracker_records_like_the_mlflow_logger(tmp_path: Path) -> None:
+    tracker = FakeTracker()
+    with use_tracker(tracker):
+        assert current_tracker() is tracker
+        with current_tracker().start_run("r") as run:
+            sent = run.log_params({"trainer": {"lr": 0.01, "lr_steps": [40000, 55000]}, "f": {}})
+            run.log_params({"trainer": {"lr": 0.5}})  # a logged key keeps its first value, as in MLflow
+            run.log_metrics({"train/loss": 1.0}, step=1)
+            run.log_metrics({"train/loss": 0.5}, step=2)
+            (tmp_path / "a.json").write_text("{}")
+            run.log_artifact(tmp_path / "a.json", "bundle")
+            run.log_artifact(tmp_path / "missing.json", "bundle")
+            with pytest.raises(FileNotFoundError, match="missing"):
+                run.log_model(tmp_path / "missing.pt", {}, None, eval_transform=None)
+    assert not isinstance(current_tracker(), FakeTracker)
+    assert sent == {"trainer.lr": "0.01", "trainer.lr_steps": "[40000, 55000]", "f": "{}"}
+    assert run.params["trainer.lr"] == "0.01" and run.history("train/loss") == [(1, 1.0), (2, 0.5)]
+    assert run.artifacts == ["bundle/a.json"] and tracker.open_run("nope") is None
+    first = tracker.register(
+        run.run_id, "m", 0.4, alias="champion", model_uri=None, version_tags={}, description=""
+    )
+    worse = tracker.register(
+        run.run_id, "m", 0.3, alias="champion", model_uri=None, version_tags={}, description=""
+    )
+    better = tracker.register(
+        run.run_id, "m", 0.5, alias="champion", model_uri=None, version_tags={}, description=""
+    )
+    assert first is not None and first.promoted and first.previous_champion is None
+    assert worse is not None and not worse.promoted and worse.previous_value == pytest.approx(0.4)
+    assert better is not None and better.promoted and better.previous_champion == 1
+    assert tracker.aliases[("m", "champion")] == 3
+
+
+def test_study_parent_and_child_runs(store, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, _ = store
+    monkeypatch.chdir(root)
+    parent = study_run("ablation_toy", {"ablation_role": "study"})
+    assert mlflow.active_run().info.run_id == parent.run_id  # left open for the children
+    with child_run(parent, "A", {"ablation_role": "row"}) as child:
+        assert mlflow.active_run().info.run_id == child.run_id
+        assert study_run("ignored", {"ablation_study": "toy"}).run_id == child.run_id  # the active run
+    assert child.parent_run_id() == parent.run_id and parent.parent_run_id() is None
+    parent.log_text("a,b\n", "ablation/table.csv")
+    parent.log_dict({"A": {"pq": 0.5}}, "ablation/metrics.json")
+    client = MlflowClient()
+    assert sorted(a.path for a in client.list_artifacts(parent.run_id, "ablation")) == [
+        "ablation/metrics.json",
+        "ablation/table.csv",
+    ]
+    assert client.get_run(parent.run_id).data.tags["ablation_role"] == "study"
+    assert client.get_run(child.run_id).data.tags["ablation_role"] == "row"
+    mlflow.end_run()

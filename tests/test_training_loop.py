@@ -21,6 +21,8 @@ from toy_model import (
 )
 
 from unipan_pipeline.training import (
+    DistInfo,
+    Hook,
     NonFiniteLossError,
     TrainerConfig,
     build_optimizer,
@@ -29,8 +31,12 @@ from unipan_pipeline.training import (
     lr_factor,
     train,
 )
+from unipan_pipeline.training.hooks import default_hooks
+from unipan_pipeline.training.loader import make_loader
+from unipan_pipeline.training.loop import Trainer
 from unipan_pipeline.training.sampler import InfiniteShardedSampler, SeededDataset, sample_seed
 from unipan_pipeline.training.schedule import parameter_groups
+from unipan_pipeline.training.state import TrainResult, build_state
 
 torch.set_num_threads(1)
 
@@ -333,3 +339,104 @@ def test_dict_config_and_empty_dataset() -> None:
     assert res.iteration == 2
     with pytest.raises(ValueError, match="empty"):
         train(model, ToyPanopticDataset(0), _cfg(), collate_fn=collate_lists)
+
+
+# ------------------------------------------------------------------------------------------------ hooks
+class _Recorder(Hook):
+    """Records each moment with what the trainer exposes at that moment."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int]] = []
+        self.weights_at_backward: list[torch.Tensor] = []
+        self.weights_after_step: list[torch.Tensor] = []
+
+    def before_train(self, trainer: Trainer) -> None:
+        self.events.append(("before_train", trainer.iteration))
+
+    def after_forward(self, trainer: Trainer) -> None:
+        assert math.isfinite(trainer.step.loss) and math.isnan(trainer.step.grad_norm)
+        self.events.append(("after_forward", trainer.iteration))
+
+    def after_backward(self, trainer: Trainer) -> None:
+        assert math.isfinite(trainer.step.grad_norm)
+        self.weights_at_backward.append(_flat(trainer.state.model))
+        self.events.append(("after_backward", trainer.iteration))
+
+    def after_step(self, trainer: Trainer) -> None:
+        self.weights_after_step.append(_flat(trainer.state.model))
+        self.events.append(("after_step", trainer.iteration))
+
+    def after_train(self, trainer: Trainer) -> None:
+        self.events.append(("after_train", trainer.iteration))
+
+
+def _flat(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+
+
+def test_trainer_calls_hooks_in_order_around_each_step() -> None:
+    torch.manual_seed(0)
+    ds = ToyPanopticDataset(4, 8, 8)
+    model = build_toy_model(ToyModelConfig(width=2), ds.categories)
+    cfg = _cfg(iterations=3)
+    state = build_state(model, len(ds), cfg, DistInfo(), torch.device("cpu"))
+    batches = make_loader(ds, state.sampler, cfg, collate_lists, torch.device("cpu"))
+    recorder = _Recorder()
+    result = Trainer(state, batches, [recorder], TrainResult(iteration=0)).train()
+    assert result.iteration == 3
+    per_step = ["after_forward", "after_backward", "after_step"]
+    expected = [("before_train", 0)]
+    for it in range(3):
+        expected += [(moment, it + (moment == "after_step")) for moment in per_step]
+    assert recorder.events == [*expected, ("after_train", 3)]
+    # after_backward sees the weights before the update, after_step the updated ones
+    assert torch.equal(recorder.weights_at_backward[1], recorder.weights_after_step[0])
+    assert not torch.equal(recorder.weights_at_backward[1], recorder.weights_after_step[1])
+    # without the default hooks nothing is logged
+    assert result.history == [] and result.validation == {}
+
+
+def test_after_train_runs_when_a_step_raises() -> None:
+    class Stop(Hook):
+        def after_step(self, trainer: Trainer) -> None:
+            if trainer.iteration == 2:
+                raise KeyboardInterrupt
+
+    ds = ToyPanopticDataset(4, 8, 8)
+    cfg = _cfg(iterations=5)
+    state = build_state(
+        build_toy_model(ToyModelConfig(width=2), ds.categories), 4, cfg, DistInfo(), torch.device("cpu")
+    )
+    recorder = _Recorder()
+    batches = make_loader(ds, state.sampler, cfg, collate_lists, torch.device("cpu"))
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(state, batches, [Stop(), recorder], TrainResult(iteration=0)).train()
+    assert recorder.events[-1] == ("after_train", 2)
+
+
+def test_default_hooks_order_follows_the_loop() -> None:
+    names = [type(h).__name__ for h in default_hooks(lambda m, i: {}, None)]
+    assert names == [
+        "NonFiniteStop",
+        "ProgressBar",
+        "MetricsWriter",
+        "PeriodicValidation",
+        "PeriodicCheckpointer",
+    ]
+    assert "PeriodicValidation" not in [type(h).__name__ for h in default_hooks(None, None)]
+
+
+def test_scheduler_built_at_a_step_matches_the_stepped_one() -> None:
+    cfg = _cfg(lr=0.2, warmup_iters=4, warmup_factor=0.5, lr_steps=[6, 8], gamma=0.5)
+    model = build_toy_model(ToyModelConfig(width=2), toy_categories())
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg)
+    for _ in range(7):
+        opt.step()
+        sched.step()
+    other = build_optimizer(build_toy_model(ToyModelConfig(width=2), toy_categories()), cfg)
+    rebuilt = build_scheduler(other, cfg, steps_taken=7)
+    assert rebuilt.last_epoch == sched.last_epoch == 7
+    assert rebuilt.get_last_lr() == sched.get_last_lr() == [g["lr"] for g in other.param_groups]
+    with pytest.raises(ValueError, match="steps_taken"):
+        build_scheduler(other, cfg, steps_taken=-1)

@@ -42,6 +42,6 @@ class RunSummaryHook:
 
 def _tracking_uri() -> str | None:
     """MLflow's tracking URI as kedro-mlflow set it from ``conf/*/mlflow.yml`` (relative as written there)."""
-    import mlflow  # noqa: PLC0415 - heavy import
+    from unipan_pipeline.tracking.store import current_tracking_uri  # noqa: PLC0415 - imports MLflow
 
-    return mlflow.get_tracking_uri()
+    return current_tracking_uri()

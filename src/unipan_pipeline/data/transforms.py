@@ -19,20 +19,18 @@ Evaluation: no augmentation; optionally a fixed resize of the shorter side (``ev
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unipan_pipeline.params import from_params
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _pair(v: Any) -> tuple | None:
-    return None if v is None else tuple(v)
 
 
 @dataclass(frozen=True)
@@ -64,30 +62,12 @@ class TransformConfig:
     std: tuple[float, float, float] = IMAGENET_STD
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], train: bool) -> TransformConfig:
-        """Build from a parameters dict (unknown keys raise, so typos in conf are caught)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"unknown augmentation parameter(s) {sorted(unknown)}; known: {sorted(known)}")
-        p = dict(params)
-        for key in ("scale_range", "crop_size", "min_size_range", "mean", "std"):
-            if key in p:
-                p[key] = _pair(p[key])
-        p["train"] = train
-        return cls(**p)
-
-    @classmethod
-    def cityscapes(cls, train: bool, crop_size: Sequence[int] = (512, 1024)) -> TransformConfig:
-        """Paper configuration for Cityscapes."""
-        return cls(train=train, scale_range=(0.5, 2.0), crop_size=tuple(crop_size))
-
-    @classmethod
-    def coco(cls, train: bool) -> TransformConfig:
-        """Paper configuration for COCO (evaluation at shorter side 800, longer side <= 1333)."""
-        return cls(
-            train=train, min_size_range=(640, 800), max_size=1333, eval_min_size=800, eval_max_size=1333
-        )
+    def from_params(
+        cls, params: Mapping[str, Any] | None, train: bool, *, where: str = "augment"
+    ) -> TransformConfig:
+        """Build from a parameters dict through :func:`unipan_pipeline.params.from_params` (unknown keys
+        raise, so typos in conf are caught); ``train`` decides the mode whatever the dict says."""
+        return from_params(cls, {**(params or {}), "train": train}, where, noun="augmentation parameter")
 
 
 def _shorter_side_scale(h: int, w: int, size: float, max_size: int | None) -> float:

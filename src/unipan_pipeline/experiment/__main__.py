@@ -37,10 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.tracking_uri:
-        import mlflow  # noqa: PLC0415
+        from unipan_pipeline.tracking.store import set_tracking_uri  # noqa: PLC0415 - imports MLflow
 
-        mlflow.set_tracking_uri(args.tracking_uri)
-        mlflow.set_registry_uri(args.tracking_uri)
+        set_tracking_uri(args.tracking_uri)
     from unipan_pipeline.experiment.predict import predict_folder  # noqa: PLC0415
 
     try:

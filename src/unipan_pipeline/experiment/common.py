@@ -1,4 +1,4 @@
-"""Shared pieces of the experiment glue: parameter checking, atomic writes, provenance, MLflow runs, and the
+"""Shared pieces of the experiment glue: parameter checking, atomic writes, provenance, run names, and the
 model bundle (the files a trained model is made of).
 
 Model bundle (written by :func:`save_bundle` into a training run's ``output_dir``)::
@@ -8,14 +8,13 @@ Model bundle (written by :func:`save_bundle` into a training run's ``output_dir`
     categories.json      CategoryMap.to_dict()
     inference.json       factory import paths, pixel normalisation, the evaluation transform, device
 
-These are exactly the artefacts of :func:`unipan_pipeline.training.tracking.log_model_pyfunc`, so a bundle on
+These are exactly the artefacts of :func:`unipan_pipeline.tracking.models.log_model_pyfunc`, so a bundle on
 disk and a logged MLflow model load through the same class
-(:class:`unipan_pipeline.training.pyfunc.PanopticPyfuncModel`).
+(:class:`unipan_pipeline.tracking.pyfunc.PanopticPyfuncModel`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -23,7 +22,7 @@ import math
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,8 +33,11 @@ import torch
 
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.data.store import MARKER
+from unipan_pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from unipan_pipeline.devices import resolve_device
 from unipan_pipeline.fileio.atomic import atomic_write, write_text_atomic
+from unipan_pipeline.params import check_mapping
+from unipan_pipeline.tracking.tracker import DEFAULT_EXPERIMENT  # noqa: F401 - the ablation nodes import it here
 
 log = logging.getLogger(__name__)
 
@@ -47,25 +49,15 @@ BUNDLE_FILES = {
 }
 MODEL_FACTORY = "unipan_pipeline.model:build_model"
 CONFIG_FACTORY = "unipan_pipeline.model:ModelConfig.from_dict"
-DEFAULT_EXPERIMENT = "unipan"
 
 
 # ------------------------------------------------------------------------------------------------ params
 def check_keys(
     params: Mapping[str, Any], where: str, *, required: set[str], optional: set[str] = frozenset()
 ) -> None:
-    """Raise ``ValueError`` naming ``where`` (e.g. ``params:train_cityscapes``) on missing / unknown keys."""
-    if not isinstance(params, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {type(params).__name__}")
-    missing = sorted(required - set(params))
-    unknown = sorted(set(params) - required - set(optional))
-    problems = []
-    if missing:
-        problems.append(f"missing key(s) {missing}")
-    if unknown:
-        problems.append(f"unknown key(s) {unknown}; known: {sorted(required | set(optional))}")
-    if problems:
-        raise ValueError(f"{where}: " + "; ".join(problems))
+    """Raise ``ValueError`` naming ``where`` (e.g. ``params:train_cityscapes``) and its conf file on missing /
+    unknown keys (:func:`unipan_pipeline.params.check_mapping`)."""
+    check_mapping(params, where, known=set(required) | set(optional), required=required)
 
 
 def plain(obj: Any) -> Any:
@@ -182,7 +174,7 @@ def provenance(ingested_root: str | os.PathLike, splits: list[str]) -> dict[str,
     return tags
 
 
-# ------------------------------------------------------------------------------------------------ MLflow
+# ------------------------------------------------------------------------------------------------ runs
 def run_name(prefix: str, dataset: str, model: Mapping[str, Any], seed: Any) -> str:
     """What a training run trained, e.g. ``demo-cityscapes-r18-argmaxP-e2e-seed0``.
 
@@ -207,47 +199,11 @@ def run_name(prefix: str, dataset: str, model: Mapping[str, Any], seed: Any) -> 
     return "-".join(str(p) for p in parts if str(p))
 
 
-@contextlib.contextmanager
-def tracking_run(run_name: str, experiment: str = DEFAULT_EXPERIMENT) -> Iterator[str]:
-    """Yield the id of the MLflow run to log into.
-
-    Under ``kedro run`` kedro-mlflow has opened one run for the whole pipeline: that run is used (and left
-    open). Otherwise (command line, tests, a pipeline with tracking disabled) a run is started in
-    ``experiment`` of the current tracking URI -- MLflow's default, ``sqlite:///mlflow.db`` in the working
-    directory, or ``$MLFLOW_TRACKING_URI`` -- with artifacts under ``./mlruns/<experiment>``, and ended on
-    exit.
-    """
-    import mlflow  # noqa: PLC0415 - heavy import, only when tracking
-
-    active = mlflow.active_run()
-    if active is not None:
-        yield active.info.run_id
-        return
-    from unipan_pipeline.training.tracking import get_or_create_experiment  # noqa: PLC0415
-
-    uri = mlflow.get_tracking_uri()
-    exp_id = get_or_create_experiment(experiment, Path.cwd(), tracking_uri=uri)
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
-        yield run.info.run_id
-
-
-def log_artifacts(run_id: str, paths: list[Path], artifact_path: str) -> None:
-    """Log files into ``run_id`` under ``artifact_path`` (missing files are skipped with a warning)."""
-    from mlflow.tracking import MlflowClient  # noqa: PLC0415
-
-    client = MlflowClient()
-    for p in paths:
-        if Path(p).is_file():
-            client.log_artifact(run_id, str(p), artifact_path)
-        else:
-            log.warning("artifact %s does not exist; not logged", p)
-
-
 # ------------------------------------------------------------------------------------------------ bundle
 def inference_spec(eval_transform: Mapping[str, Any] | None, device: str = "cpu") -> dict[str, Any]:
     """``inference.json`` content (the schema of ``log_model_pyfunc``)."""
-    mean = (eval_transform or {}).get("mean", (0.485, 0.456, 0.406))
-    std = (eval_transform or {}).get("std", (0.229, 0.224, 0.225))
+    mean = (eval_transform or {}).get("mean", IMAGENET_MEAN)
+    std = (eval_transform or {}).get("std", IMAGENET_STD)
     return {
         "model_factory": MODEL_FACTORY,
         "config_factory": CONFIG_FACTORY,
@@ -313,7 +269,7 @@ def _bundle_dir(location: str | os.PathLike) -> Path:
 
 def load_bundle(location: str | os.PathLike, device: str = "auto") -> LoadedModel:
     """Load a bundle folder (or a training manifest json pointing at one) for inference."""
-    from unipan_pipeline.training.pyfunc import PanopticPyfuncModel  # noqa: PLC0415 - imports MLflow
+    from unipan_pipeline.tracking.pyfunc import PanopticPyfuncModel  # noqa: PLC0415 - imports MLflow
 
     folder = _bundle_dir(location)
     artifacts = {k: str(folder / v) for k, v in BUNDLE_FILES.items()}
@@ -348,16 +304,9 @@ def load_model_uri(uri: str, device: str = "auto") -> LoadedModel:
         uri = f"runs:/{uri}/model"
     if "://" not in uri and not uri.startswith(("models:", "runs:")):
         return load_bundle(uri, device)
-    import mlflow  # noqa: PLC0415
+    from unipan_pipeline.tracking.models import load_logged_model  # noqa: PLC0415 - imports MLflow
 
-    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    log.info("loading %s (MLflow tracking %s, registry %s)", uri, tracking, registry)
-    with tempfile.TemporaryDirectory(prefix="unipan-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=tmp, tracking_uri=tracking, registry_uri=registry
-        )
-        loaded = mlflow.pyfunc.load_model(local)
-    predictor = loaded.unwrap_python_model()
+    predictor = load_logged_model(uri)
     dev = resolve_device(device)
     predictor.device = dev
     predictor.model.to(dev)

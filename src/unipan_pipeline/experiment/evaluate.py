@@ -42,6 +42,7 @@ from unipan_pipeline.categories import IGNORE_INDEX, CategoryMap
 from unipan_pipeline.data import PanopticDataset, load_ingested, read_panoptic_png
 from unipan_pipeline.data.dataset import ids_to_index
 from unipan_pipeline.data.store import atomic_directory, read_rgb_image
+from unipan_pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from unipan_pipeline.evaluation import (
     COCODetectionEvaluator,
     PQAccumulator,
@@ -65,6 +66,7 @@ from unipan_pipeline.experiment.common import (
     plain,
 )
 from unipan_pipeline.experiment.train import eval_transform, pq_summary, prediction_at_size
+from unipan_pipeline.tracking.tracker import RunLogger, current_tracker, registered_model_name
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +103,8 @@ def _resize_nearest(x: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 def _denormalise(image: torch.Tensor, transform_params: Mapping[str, Any] | None) -> np.ndarray:
     p = dict(transform_params or {})
-    mean = torch.tensor(p.get("mean", (0.485, 0.456, 0.406)))[:, None, None]
-    std = torch.tensor(p.get("std", (0.229, 0.224, 0.225)))[:, None, None]
+    mean = torch.tensor(p.get("mean", IMAGENET_MEAN))[:, None, None]
+    std = torch.tensor(p.get("std", IMAGENET_STD))[:, None, None]
     rgb = (image.cpu() * std + mean).clamp(0, 1) * 255
     return rgb.permute(1, 2, 0).to(torch.uint8).numpy()
 
@@ -288,9 +290,10 @@ def evaluate_experiment(
         wall,
         *(_fmt(metrics[k]) for k in ("pq", "pq_th", "pq_st", "miou", "ap_box", "ap_mask")),
     )
-    run_id = _existing_run((manifest.get("mlflow") or {}).get("run_id"))
-    if run_id:
-        _log_to_mlflow(run_id, params, metrics, per_class, [metrics_path, *tables, *bars, *pictures])
+    run = _existing_run((manifest.get("mlflow") or {}).get("run_id"))
+    run_id = run.run_id if run is not None else None
+    if run is not None:
+        _log_evaluation(run, params, metrics, per_class, [metrics_path, *tables, *bars, *pictures])
     return plain(
         {
             "metrics": metrics,
@@ -323,44 +326,28 @@ def affinity_metrics(effect: AffinityEffect, pq_psi: PQAccumulator) -> dict[str,
     return out
 
 
-def _existing_run(run_id: str | None) -> str | None:
-    """``run_id`` if the current tracking store has it; else None with a warning (e.g. data pulled with DVC
-    onto a machine whose mlflow.db never saw the training run)."""
-    if not run_id:
-        return None
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415
-    from mlflow.tracking import MlflowClient  # noqa: PLC0415
-
-    try:
-        MlflowClient().get_run(run_id)
-    except MlflowException:
-        log.warning(
-            "MLflow run %s of the model is not in this tracking store: nothing logged/registered", run_id
-        )
-        return None
-    return run_id
+def _existing_run(run_id: str | None) -> RunLogger | None:
+    """The model's run in the current tracker, or None (no run id, or a store that never saw the run)."""
+    return current_tracker().open_run(run_id) if run_id else None
 
 
 def _fmt(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.4f}"
 
 
-def _log_to_mlflow(
-    run_id: str,
+def _log_evaluation(
+    run: RunLogger,
     params: Mapping[str, Any],
     metrics: Mapping[str, float | None],
     per_class: Mapping[str, Mapping[str, Any]],
     files: list[Path],
 ) -> None:
-    from unipan_pipeline.experiment.common import log_artifacts  # noqa: PLC0415
-    from unipan_pipeline.training.tracking import MlflowLogger  # noqa: PLC0415
-
-    logger = MlflowLogger(run_id)
-    logger.log_params({k: v for k, v in params.items() if k != "register"}, prefix="evaluation")
+    run.log_params({k: v for k, v in params.items() if k != "register"}, prefix="evaluation")
     values = {k: v for k, v in metrics.items() if v is not None}
     values.update({f"pq_class/{_key(c)}": float(s["pq"]) for c, s in per_class.items()})
-    logger.log_metrics(values)
-    log_artifacts(run_id, files, "evaluation")
+    run.log_metrics(values)
+    for path in files:
+        run.log_artifact(path, "evaluation")
 
 
 def _key(name: str) -> str:
@@ -406,35 +393,36 @@ def register_experiment(
     pq = (evaluation.get("metrics") or {}).get("pq")
     if not reg.get("enabled", True):
         return {"registered": False, "reason": "register.enabled is false"}
-    run_id = _existing_run((manifest.get("mlflow") or {}).get("run_id"))
-    if not run_id:
+    run = _existing_run((manifest.get("mlflow") or {}).get("run_id"))
+    if run is None:
         return {"registered": False, "reason": "the model's MLflow run is not in this tracking store"}
+    run_id = run.run_id
     if pq is None:
         log.warning("PQ is undefined: model of run %s not registered", run_id)
         return {"registered": False, "reason": "PQ is undefined"}
-    from mlflow.tracking import MlflowClient  # noqa: PLC0415
-
-    from unipan_pipeline.training.tracking import register_and_promote, registered_model_name  # noqa: PLC0415
-
     model_name = reg.get("model_name") or registered_model_name(str(manifest["dataset"]))
     alias = str(reg.get("alias", "champion"))
-    model_uri = (manifest.get("mlflow") or {}).get("model_uri")  # registering runs:/ makes MLflow warn
-    result = register_and_promote(run_id, model_name, float(pq), alias=alias, model_uri=model_uri)
+    version_tags = {
+        k: str(v)
+        for k, v in {
+            "dataset": manifest.get("dataset"),
+            "data_source": manifest.get("data_source"),
+            "pq_th": (evaluation.get("metrics") or {}).get("pq_th"),
+            "split": evaluation.get("split"),
+        }.items()
+        if v is not None
+    }
+    result = current_tracker().register(
+        run_id,
+        model_name,
+        float(pq),
+        alias=alias,
+        model_uri=(manifest.get("mlflow") or {}).get("model_uri"),  # registering runs:/ makes MLflow warn
+        version_tags=version_tags,
+        description=version_description(manifest, evaluation),
+    )
     if result is None:
         return {"registered": False, "reason": "not the main process"}
-    client = MlflowClient()
-    for k, v in {
-        "dataset": manifest.get("dataset"),
-        "data_source": manifest.get("data_source"),
-        "pq_th": (evaluation.get("metrics") or {}).get("pq_th"),
-        "split": evaluation.get("split"),
-    }.items():
-        if v is not None:
-            client.set_model_version_tag(model_name, str(result.version), k, str(v))
-    client.update_model_version(
-        model_name, str(result.version), description=version_description(manifest, evaluation)
-    )
-    client.set_tag(run_id, "registered_model", f"{model_name}/{result.version}")
     log.info(
         "registered %s version %d (PQ %.4f); %s %s (previous: version %s, PQ %s)",
         model_name,

@@ -22,11 +22,13 @@ predicted id maps are resized (nearest) from the evaluation-transform size to th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,33 +48,48 @@ from unipan_pipeline.data import (
 from unipan_pipeline.evaluation import PQAccumulator
 from unipan_pipeline.experiment.common import (
     atomic_write_json,
-    check_keys,
     data_source,
     plain,
     provenance,
     run_name,
     save_bundle,
-    tracking_run,
 )
 from unipan_pipeline.model import ModelConfig, build_model
-from unipan_pipeline.training import TrainerConfig, is_main_process, train
-from unipan_pipeline.training.trainer import seed_everything
+from unipan_pipeline.params import from_params
+from unipan_pipeline.tracking.tracker import current_tracker
+from unipan_pipeline.training import TrainerConfig, seed_everything, train
+from unipan_pipeline.training.distributed import result_of_main
+from unipan_pipeline.training.process import joined_process_group
 
 log = logging.getLogger(__name__)
 
-TRAIN_KEYS = {
-    "dataset",
-    "ingested_root",
-    "train_split",
-    "val_split",
-    "augment",
-    "augment_eval",
-    "model",
-    "trainer",
-    "validation",
-    "output_dir",
-}
-TRAIN_OPTIONAL = {"evaluation"}
+
+@dataclass
+class ValidationParams:
+    """``validation`` of a training namespace."""
+
+    max_images: int = 0
+    """In-training PQ on the first ``max_images`` val images (0 = off)."""
+
+
+@dataclass
+class TrainParams:
+    """A training namespace (``params:train_cityscapes``, ``params:train_coco``, ``params:demo``), typed by
+    :func:`unipan_pipeline.params.from_params`; schema in the module docstring."""
+
+    dataset: str
+    ingested_root: str
+    train_split: str
+    val_split: str
+    augment: dict[str, Any]
+    augment_eval: dict[str, Any] | None
+    model: ModelConfig
+    trainer: TrainerConfig
+    validation: ValidationParams | None
+    output_dir: str
+    evaluation: dict[str, Any] | None = None
+
+
 PQ_KEYS = ("pq", "sq", "rq", "pq_th", "sq_th", "rq_th", "pq_st", "sq_st", "rq_st")
 
 
@@ -85,7 +102,7 @@ def eval_transform(params: Mapping[str, Any] | None) -> PanopticTransform:
 def prediction_at_size(output: Mapping[str, Any], size: tuple[int, int]) -> tuple[np.ndarray, list[dict]]:
     """A model output's (``panoptic``, ``segments_info``) as plain numpy / python, resized (nearest) to
     ``size`` when the evaluation transform rescaled the image; segment areas are recounted."""
-    from unipan_pipeline.training.pyfunc import resize_panoptic  # noqa: PLC0415 - imports MLflow
+    from unipan_pipeline.tracking.pyfunc import resize_panoptic  # noqa: PLC0415 - imports MLflow
 
     panoptic = output["panoptic"].detach().cpu().to(torch.int32)
     segments = []
@@ -211,7 +228,7 @@ def _curves(result: Any, checkpoint_dir: Path | None) -> tuple[pd.DataFrame, pd.
 
 # ------------------------------------------------------------------------------------------------ main entry
 def train_experiment(
-    params: Mapping[str, Any], *, name: str = "train"
+    params: TrainParams | Mapping[str, Any], *, name: str = "train"
 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """Train one configuration end to end and log it to MLflow.
 
@@ -224,27 +241,24 @@ def train_experiment(
         paths, model config, eval transform, final validation PQ, ...) and the loss / lr and validation-PQ
         curves (one row per logged step / validation).
     """
-    where = f"params:{name}"
-    params = plain(params)
-    check_keys(params, where, required=TRAIN_KEYS, optional=TRAIN_OPTIONAL)
-    root = str(params["ingested_root"])
-    train_split, val_split = str(params["train_split"]), str(params["val_split"])
+    spec = (
+        params
+        if isinstance(params, TrainParams)
+        else from_params(TrainParams, plain(params), f"params:{name}")
+    )
+    root, train_split, val_split = str(spec.ingested_root), str(spec.train_split), str(spec.val_split)
     source = data_source(root)
-    log.info("%s: training on the %s %s data set at %s", name, source["source"], params["dataset"], root)
+    log.info("%s: training on the %s %s data set at %s", name, source["source"], spec.dataset, root)
 
     categories = load_ingested(root, train_split).categories
-    train_tf = PanopticTransform(TransformConfig.from_params(dict(params["augment"]), train=True))
-    eval_params = dict(params["augment_eval"] or {})
+    train_tf = PanopticTransform(
+        TransformConfig.from_params(spec.augment, train=True, where=f"params:{name}.augment")
+    )
+    eval_params = dict(spec.augment_eval or {})
     eval_transform(eval_params)  # typos fail before training
     dataset = PanopticDataset(root, train_split, categories, train_tf)
-    try:
-        model_cfg = ModelConfig.from_dict(params["model"])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}.model: {err}") from err
-    trainer_cfg = TrainerConfig.from_dict(params["trainer"], source=f"{where}.trainer")
-    validation = dict(params.get("validation") or {})
-    check_keys(validation, f"{where}.validation", required=set(), optional={"max_images"})
-    max_images = int(validation.get("max_images", 0) or 0)
+    model_cfg, trainer_cfg = spec.model, spec.trainer
+    max_images = int(spec.validation.max_images or 0) if spec.validation is not None else 0
     validator = PQValidator(root, val_split, eval_params, max_images, categories) if max_images > 0 else None
 
     seed_everything(trainer_cfg.seed)  # the initial weights come from the run's seed, like everything after
@@ -256,70 +270,92 @@ def train_experiment(
             {
                 "model": model_cfg.to_dict(),
                 "categories": {"map": categories.to_dict()},
-                "dataset": {"dataset": params["dataset"], "train_split": train_split},
+                "dataset": {"dataset": spec.dataset, "train_split": train_split},
             },
         )
 
     n_params = sum(p.numel() for p in model.parameters())
-    from unipan_pipeline.training.tracking import MlflowLogger, log_model_pyfunc  # noqa: PLC0415
-
     tags = {
-        "dataset": params["dataset"],
+        "dataset": spec.dataset,
         "pipeline.namespace": name,
         **provenance(root, [train_split, val_split]),
         "model.num_parameters": str(n_params),
         "trainer.num_processes": str(trainer_cfg.num_processes),
     }
-    if not is_main_process():
-        # A non-zero rank under an external `torchrun`: train (DDP), leave tracking, the bundle and the model
-        # logging to rank 0, then hand back rank 0's manifest and curves (the catalog saves them on every
-        # rank).
-        t_start = time.time()
-        result = train(model, dataset, trainer_cfg, collate_fn=collate_panoptic, validate_fn=validator)
-        return _rank0_outputs(
-            Path(params["output_dir"]), trainer_cfg.checkpoint_path, result, t_start=t_start, name=name
-        )
+    job = _Job(name, spec, source, categories, dataset, model, validator, tags)
+    with joined_process_group(trainer_cfg):
+        # Under an external `torchrun` every rank trains (DDP); rank 0 alone tracks, writes the bundle and
+        # logs the model, and hands its manifest and curves to the other ranks through torch.distributed
+        # (the catalog saves them on every rank).
+        return result_of_main(lambda: _train_tracked(job), lambda: _train(job))
+
+
+@dataclass
+class _Job:
+    """What :func:`train_experiment` assembles before training."""
+
+    name: str
+    spec: TrainParams
+    source: dict[str, str]
+    categories: CategoryMap
+    dataset: PanopticDataset
+    model: torch.nn.Module
+    validator: PQValidator | None
+    tags: dict[str, str]
+
+
+def _train(job: _Job, logger: Any = None) -> Any:
+    return train(
+        job.model,
+        job.dataset,
+        job.spec.trainer,
+        collate_fn=collate_panoptic,
+        validate_fn=job.validator,
+        logger=logger,
+    )
+
+
+def _train_tracked(job: _Job) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Rank 0's part of :func:`train_experiment`: train in a tracked run, write the bundle, log the model."""
+    spec, name, model = job.spec, job.name, job.model
+    categories, tags, source = job.categories, job.tags, job.source
+    model_cfg, trainer_cfg = spec.model, spec.trainer
+    root, train_split, val_split = str(spec.ingested_root), str(spec.train_split), str(spec.val_split)
+    eval_params = dict(spec.augment_eval or {})
+    validation = dataclasses.asdict(spec.validation) if spec.validation is not None else {}
+    n_params = int(tags["model.num_parameters"])
     prefix = name.replace(".models.", "-")  # ablation_cityscapes.models.A -> ablation_cityscapes-A
-    title = run_name(prefix, str(params["dataset"]), model_cfg.to_dict(), trainer_cfg.seed)
-    with tracking_run(title) as run_id:
-        logger = MlflowLogger(run_id)
-        logger.client.update_run(run_id, name=title)  # kedro-mlflow names its run after the pipeline
-        logger.set_tags(tags)
-        logger.log_params(
+    title = run_name(prefix, str(spec.dataset), model_cfg.to_dict(), trainer_cfg.seed)
+    with current_tracker().start_run(title) as run:
+        run.set_tags(tags)
+        run.log_params(
             {
                 "model": model_cfg.to_dict(),
                 "trainer": trainer_cfg.to_dict(),
-                "augment": params["augment"],
+                "augment": spec.augment,
                 "augment_eval": eval_params,
                 "validation": validation,
-                "data": {"dataset": params["dataset"], "root": root, "train": train_split, "val": val_split},
+                "data": {"dataset": spec.dataset, "root": root, "train": train_split, "val": val_split},
             },
             prefix="resolved",
         )
-        result = train(
-            model,
-            dataset,
-            trainer_cfg,
-            collate_fn=collate_panoptic,
-            validate_fn=validator,
-            logger=logger,
-        )
+        result = _train(job, run)
         bundle = save_bundle(
-            params["output_dir"], model.state_dict(), model_cfg.to_dict(), categories, eval_params
+            spec.output_dir, model.state_dict(), model_cfg.to_dict(), categories, eval_params
         )
         train_curve, val_curve = _curves(result, trainer_cfg.checkpoint_path)
         last = val_curve.iloc[-1].items() if len(val_curve) else []
         final_val = {k: float(v) for k, v in last if k != "iteration" and pd.notna(v)}
-        logger.log_metrics({f"final_val/{k}": v for k, v in final_val.items()}, step=result.iteration)
-        model_info = log_model_pyfunc(
+        run.log_metrics({f"final_val/{k}": v for k, v in final_val.items()}, step=result.iteration)
+        model_uri = run.log_model(
             bundle["checkpoint"], model_cfg.to_dict(), categories, eval_transform=eval_params, name="model"
         )
         for key in ("model_config", "categories", "inference"):
-            logger.client.log_artifact(run_id, bundle[key], "bundle")
-        experiment_id = logger.client.get_run(run_id).info.experiment_id
+            run.log_artifact(bundle[key], "bundle")
+        run_id, experiment_id = run.run_id, run.experiment_id
     manifest = {
         "name": name,
-        "dataset": params["dataset"],
+        "dataset": spec.dataset,
         "data_source": source["source"],
         "ingested_root": root,
         "train_split": train_split,
@@ -329,10 +365,10 @@ def train_experiment(
             "run_name": title,
             "experiment_id": experiment_id,
             "artifact": "model",
-            "model_uri": model_info.model_uri,  # models:/m-<id>, MLflow 3's logged model
+            "model_uri": model_uri,  # models:/m-<id>, MLflow 3's logged model
         },
         "bundle": bundle,
-        "output_dir": str(params["output_dir"]),
+        "output_dir": str(spec.output_dir),
         "model_config": model_cfg.to_dict(),
         "eval_transform": eval_params,
         "num_parameters": n_params,
@@ -354,36 +390,5 @@ def train_experiment(
         final_val,
         run_id,
     )
-    atomic_write_json(Path(params["output_dir"]) / "manifest.json", manifest)  # what other ranks wait for
+    atomic_write_json(Path(spec.output_dir) / "manifest.json", manifest)
     return plain(manifest), train_curve, val_curve
-
-
-def _rank0_outputs(
-    output_dir: Path,
-    checkpoint_dir: Path | None,
-    result: Any,
-    *,
-    t_start: float,
-    name: str,
-    timeout_s: float = 600,
-) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """On a non-zero rank: wait for rank 0's ``manifest.json`` of this training (shared file system) and
-    return it with rank 0's curves; without a shared file system, a stub manifest after ``timeout_s``."""
-    path = output_dir / "manifest.json"
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if path.is_file() and path.stat().st_mtime >= t_start - 60:
-            try:
-                manifest = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                manifest = {}
-            if manifest.get("iterations") == result.iteration:
-                store = (checkpoint_dir or output_dir) / "curves.json"
-                curves = json.loads(store.read_text()) if store.is_file() else {}
-                return manifest, pd.DataFrame(curves.get("train", [])), pd.DataFrame(curves.get("val", []))
-        time.sleep(max(0.0, min(2.0, deadline - time.time())))
-    log.warning(
-        "%s: no manifest from rank 0 at %s after %.0f s (no shared file system?)", name, path, timeout_s
-    )
-    stub = {"name": name, "rank_not_main": True, "iterations": result.iteration}
-    return stub, pd.DataFrame(columns=["iteration"]), pd.DataFrame(columns=["iteration"])

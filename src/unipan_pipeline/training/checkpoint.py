@@ -1,4 +1,4 @@
-"""Atomic training checkpoints, retention and RNG-state capture.
+"""Atomic training checkpoints: what they hold, writing, retention, finding the newest, and resuming.
 
 Layout of ``checkpoint_dir``::
 
@@ -8,6 +8,15 @@ Layout of ``checkpoint_dir``::
 Every file is written to a temporary file in the same folder, flushed, fsync'ed and moved into place with
 ``os.replace``: a killed job leaves either the previous or the new checkpoint, never a truncated one.
 Checkpoints hold only tensors and plain python values and are read with ``torch.load(weights_only=True)``.
+
+Resume determinism (see :mod:`unipan_pipeline.training.sampler`): a checkpoint taken after ``t`` steps holds
+the model, optimiser (momentum buffers), scheduler, GradScaler, the python / numpy / torch / CUDA RNG states
+of every rank and the sampler's consumed stream position. Data order and per-sample augmentation are
+functions of the stream position only, so a resumed run sees exactly the batches, the augmentations and the
+training-time randomness (dropout, RoI sampling) of the uninterrupted run and -- on deterministic kernels
+(CPU, or CUDA with ``deterministic: true``) -- ends with bit-identical weights. Everything is restored
+through the objects' public ``load_state_dict``; the schedule, a pure function of the configuration and
+the iteration, is rebuilt at the checkpoint's iteration (:func:`.schedule.build_scheduler`).
 """
 
 from __future__ import annotations
@@ -23,6 +32,10 @@ import numpy as np
 import torch
 
 from unipan_pipeline.fileio.atomic import atomic_write
+from unipan_pipeline.training import distributed as dist_utils
+from unipan_pipeline.training.schedule import build_scheduler
+from unipan_pipeline.training.seeding import seed_everything
+from unipan_pipeline.training.state import TrainState, unwrap
 
 CHECKPOINT_FORMAT = 1
 _CKPT_RE = re.compile(r"^ckpt_(\d{8,})\.pt$")
@@ -131,3 +144,118 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         cuda_states = state["cuda"]
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+
+
+# ------------------------------------------------------------------------------------------ training state
+_CONFIG_HYPERPARAMETERS = ("weight_decay", "momentum", "betas", "nesterov", "dampening", "eps")
+
+
+def save_checkpoint(
+    state: TrainState, iteration: int, kind: str, extra: dict[str, Any] | None = None
+) -> Path | None:
+    """Write the checkpoint of ``state`` after ``iteration`` steps; collective (gathers every rank's RNG).
+
+    Args:
+        kind: ``"periodic"``, ``"final"`` or ``"last_finite"`` (the latter never pruned nor auto-resumed).
+        extra: more entries for the payload (e.g. ``reason``).
+
+    Returns:
+        The file written (rank 0), None on other ranks or without ``cfg.checkpoint_dir``.
+    """
+    folder = state.cfg.checkpoint_path
+    if folder is None:
+        return None
+    rng = dist_utils.all_gather_object(capture_rng_state())
+    if not state.info.is_main:
+        return None
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": kind,
+        "iteration": iteration,
+        "model": unwrap(state.model).state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.amp.scaler.state_dict() if state.amp.scaler is not None else None,
+        "rng": rng,
+        "world_size": state.info.world_size,
+        "sampler": state.sampler.state_dict(iteration - state.start_iteration),
+        "config": state.cfg.to_dict(),
+        "torch_version": str(torch.__version__),
+        **(extra or {}),
+    }
+    name = last_finite_name(iteration) if kind == "last_finite" else checkpoint_name(iteration)
+    path = atomic_torch_save(payload, folder / name)
+    if kind != "last_finite":
+        prune_checkpoints(folder, state.cfg.keep_last_n)
+    return path
+
+
+def restore_checkpoint(state: TrainState, path: Path, ckpt: dict[str, Any]) -> int:
+    """Load ``ckpt`` (read from ``path``) into ``state``; returns the checkpoint's iteration.
+
+    Model, optimiser, GradScaler: their ``load_state_dict``; the optimiser's hyper-parameters and the schedule
+    then follow the current configuration. RNG streams: this rank's saved states when the world size is
+    unchanged, else a re-seed with a warning. Sampler: the saved stream position.
+    """
+    cfg, info = state.cfg, state.info
+    try:
+        unwrap(state.model).load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: model weights do not fit this model: {exc}") from exc
+    fresh = [{k: v for k, v in g.items() if k != "params"} for g in state.optimizer.param_groups]
+    try:
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: optimiser state does not fit ({exc})") from exc
+    for group, fresh_group in zip(state.optimizer.param_groups, fresh, strict=True):
+        group.update({k: fresh_group[k] for k in _CONFIG_HYPERPARAMETERS if k in fresh_group})
+    iteration = int(ckpt["iteration"])
+    saved_schedule = ckpt.get("scheduler") or {}
+    if saved_schedule.get("last_epoch", iteration) != iteration:
+        raise CheckpointError(
+            f"{path}: scheduler at step {saved_schedule['last_epoch']}, checkpoint at iteration {iteration}"
+        )
+    state.scheduler = build_scheduler(state.optimizer, cfg, steps_taken=iteration)
+    if state.amp.scaler is not None and ckpt.get("scaler") is not None:
+        state.amp.scaler.load_state_dict(ckpt["scaler"])
+    rng = ckpt.get("rng") or []
+    if int(ckpt.get("world_size", 1)) == info.world_size and len(rng) == info.world_size:
+        restore_rng_state(rng[info.rank])
+    else:
+        warnings.warn(
+            f"{path}: saved with world size {ckpt.get('world_size')} but resuming with {info.world_size}: "
+            "RNG streams are re-seeded (data order is still exact, dropout/RoI sampling are not)",
+            stacklevel=3,
+        )
+        seed_everything(cfg.seed + info.rank + iteration)
+    sampler_state = ckpt.get("sampler") or {}
+    changed = [
+        k
+        for k in ("seed", "shuffle", "dataset_size")
+        if k in sampler_state and sampler_state[k] != getattr(state.sampler, k)
+    ]
+    if changed:
+        warnings.warn(
+            f"{path}: sampler {changed} changed since the checkpoint; data order differs from "
+            "an uninterrupted run",
+            stacklevel=3,
+        )
+    state.sampler.start_position = int(sampler_state.get("consumed", iteration * cfg.images_per_batch))
+    state.start_iteration = iteration
+    return iteration
+
+
+def resume_from_newest(state: TrainState) -> str | None:
+    """Restore ``state`` from the newest readable checkpoint in ``cfg.checkpoint_dir`` (rank 0 chooses it,
+    every rank loads it); returns its path, or None when there is nothing to resume from."""
+    folder = state.cfg.checkpoint_path
+    if folder is None:
+        return None
+    found_path: str | None = None
+    if state.info.is_main:
+        found = find_resume_checkpoint(folder)
+        found_path = str(found[0]) if found else None
+    found_path = dist_utils.broadcast_object(found_path)
+    if found_path is not None:
+        restore_checkpoint(state, Path(found_path), load_checkpoint(found_path, map_location="cpu"))
+    return found_path

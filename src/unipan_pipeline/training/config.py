@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unipan_pipeline.params import from_params
+
 _OPTIMIZERS = ("sgd", "adamw")
 _AMP = ("off", "bf16", "fp16", "auto")
 _DEVICES = ("auto", "cpu", "cuda")
@@ -146,22 +148,15 @@ class TrainerConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, *, source: str = "trainer config") -> TrainerConfig:
-        """Build from a (YAML-loaded) mapping; unknown keys raise ``ValueError`` listing the valid ones.
+        """Build from a (YAML-loaded) mapping through :func:`unipan_pipeline.params.from_params`; unknown keys
+        raise ``ValueError`` listing the valid ones.
 
         Args:
             data: mapping of field names to values (``None`` -> all defaults).
             source: where the mapping came from (e.g. ``"conf/base/parameters_train.yml: trainer"``),
                 quoted in error messages.
         """
-        data = dict(data or {})
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; valid keys are {names}")
-        try:
-            return cls(**data)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: {exc}") from exc
+        return from_params(cls, data, source)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-python dict (YAML/JSON serialisable), the inverse of :meth:`from_dict`."""

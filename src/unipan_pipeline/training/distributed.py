@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -120,6 +120,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+T = TypeVar("T")
+
 _LAUNCHER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 
 
@@ -178,3 +180,34 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+@dataclass(frozen=True)
+class _MainFailed:
+    """What rank 0 broadcasts instead of its result when computing it raised."""
+
+    error: str
+
+
+def result_of_main(on_main: Callable[[], T], on_others: Callable[[], object]) -> T:
+    """Rank 0 runs ``on_main``, every other rank ``on_others`` (both may take part in collectives, e.g.
+    train together); then every rank returns rank 0's value, sent through ``torch.distributed``.
+
+    When ``on_main`` raises, the other ranks raise ``RuntimeError`` naming rank 0's error instead of waiting.
+    Not distributed: ``on_main()``.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return on_main()
+    if dist.get_rank() == 0:
+        try:
+            value = on_main()
+        except BaseException as exc:
+            broadcast_object(_MainFailed(f"{type(exc).__name__}: {exc}"))
+            raise
+        broadcast_object(value)
+        return value
+    on_others()
+    value = broadcast_object(None)
+    if isinstance(value, _MainFailed):
+        raise RuntimeError(f"rank 0 failed, so rank {dist.get_rank()} has no result: {value.error}")
+    return value

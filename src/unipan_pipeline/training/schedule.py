@@ -96,7 +96,18 @@ def build_optimizer(model: nn.Module, cfg: TrainerConfig) -> torch.optim.Optimiz
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainerConfig
+    optimizer: torch.optim.Optimizer, cfg: TrainerConfig, *, steps_taken: int = 0
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """LambdaLR implementing warm-up + step decay; call ``.step()`` once per optimiser step."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupStepSchedule(cfg))
+    """LambdaLR implementing warm-up + step decay; call ``.step()`` once per optimiser step.
+
+    The schedule is a pure function of ``(cfg, steps_taken)``: a resumed run builds its scheduler at the
+    checkpoint's ``steps_taken`` through torch's own resume protocol (``initial_lr`` in each parameter group
+    and ``last_epoch``), which sets every group's lr to ``cfg.lr * lr_factor(steps_taken)``. The current
+    configuration's lr and schedule apply, also when they changed since the checkpoint.
+    """
+    if steps_taken < 0:
+        raise ValueError(f"steps_taken must be >= 0, got {steps_taken}")
+    for group in optimizer.param_groups:
+        group["initial_lr"] = cfg.lr
+    # LambdaLR takes one step on construction: last_epoch = steps_taken - 1 leaves it at steps_taken.
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupStepSchedule(cfg), last_epoch=steps_taken - 1)

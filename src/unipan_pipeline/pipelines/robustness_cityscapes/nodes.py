@@ -43,9 +43,9 @@ def measure_robustness(params: dict[str, Any]) -> tuple[pd.DataFrame, str, dict[
 def _log_to_mlflow(result: dict[str, Any], table: pd.DataFrame, markdown: str, plot: Path) -> str | None:
     """Metrics ``robustness/pq_th_<method>`` (step = perturbation in percent), the table and the plot, into
     the active run (kedro-mlflow's run of ``kedro run``); nothing without one."""
-    import mlflow  # noqa: PLC0415 - heavy import
+    from unipan_pipeline.tracking.runs import active_run_logger  # noqa: PLC0415 - imports MLflow
 
-    run = mlflow.active_run()
+    run = active_run_logger()
     if run is None:
         log.warning("no active MLflow run (kedro-mlflow tracking disabled?): robustness results not logged")
         return None
@@ -55,9 +55,9 @@ def _log_to_mlflow(result: dict[str, Any], table: pd.DataFrame, markdown: str, p
             for key in ("pq_th", "pq"):
                 value = row[f"{key}_{method}"]
                 if value is not None:
-                    mlflow.log_metric(f"robustness/{key}_{method}", float(value), step=step)
-    mlflow.set_tags({"robustness_model": result["model_manifest"], "robustness_split": result["split"]})
-    mlflow.log_text(table.to_csv(index=False), "robustness/table.csv")
-    mlflow.log_text(markdown, "robustness/table.md")
-    mlflow.log_artifact(str(plot), "robustness")
-    return str(run.info.run_id)
+                    run.log_metrics({f"robustness/{key}_{method}": float(value)}, step=step)
+    run.set_tags({"robustness_model": result["model_manifest"], "robustness_split": result["split"]})
+    run.log_text(table.to_csv(index=False), "robustness/table.csv")
+    run.log_text(markdown, "robustness/table.md")
+    run.log_artifact(plot, "robustness")
+    return run.run_id

@@ -8,6 +8,9 @@ from typing import Any
 import pandas as pd
 
 from unipan_pipeline.experiment import train_experiment
+from unipan_pipeline.experiment.common import plain
+from unipan_pipeline.experiment.train import TrainParams
+from unipan_pipeline.params import from_params
 
 
 def train_model(ingest_summary: Any, params: dict[str, Any]) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
@@ -25,4 +28,4 @@ def train_model(ingest_summary: Any, params: dict[str, Any]) -> tuple[dict, pd.D
         validation-PQ curve.
     """
     name = Path(str(params.get("output_dir", "train"))).name
-    return train_experiment(params, name=name)
+    return train_experiment(from_params(TrainParams, plain(params), f"params:{name}"), name=name)
