@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	# viz: kedro-viz, also used by tests/test_viz.py (builds the viz data of every pipeline)
-	$(BIN)/python -m pip install --quiet -e '.[dev,viz]'
+	# fastpng: pywuffs, compiled at install; without a C++ compiler the project installs without it
+	$(BIN)/python -m pip install --quiet -e '.[dev,viz,fastpng]' \
+	  || { echo "pywuffs could not be built: PNG decoding uses pyspng"; $(BIN)/python -m pip install --quiet -e '.[dev,viz]'; }
 	# panopticapi-lite (the `panopticapi` module) pins numpy<2. Resolved together with the rest, pip
 	# falls back to numpy 1.26 and pandas 3.0, and adding it to an environment that already has pandas
 	# 3.1 breaks pandas' import. Its code gives identical PQ results under numpy 2.x (checked on 24
