@@ -23,24 +23,30 @@ the affinity head), and at inference Psi is still built from V and the detection
 Study parameters (``conf/base/parameters_ablation_<dataset>.yml``, key ``ablation_<dataset>``)::
 
     outputs: {models_dir, predictions_dir, report_dir}   # folders of bundles, predictions, reports
+    seeds: [0, 1, 2]      # every model is trained once per seed (a list, or N for 0..N-1; default three)
+    confidence: 0.95      # level of the Student-t intervals (optional, default 0.95)
     base: {...}           # a training namespace (schema of unipan_pipeline.experiment.train) WITHOUT
-                          # output_dir / trainer.checkpoint_dir: shared by the four trainings
+                          # output_dir / trainer.checkpoint_dir / trainer.seed: shared by the trainings
     evaluation: {...}     # an evaluation namespace (schema of unipan_pipeline.experiment.evaluate) WITHOUT
-                          # the paths and the registry: shared by the six evaluations
+                          # the paths and the registry: shared by the evaluations
     models: {A: {use_masks: false, ...}, ...}            # ModelConfig overrides of base.model per model
-    rows: {A: {inference: argmax}, C1: {inference: heuristic}, ...}   # the inference of each row (and,
-                          # optionally, the inference-only heuristic_* fields of ModelConfig)
+    rows: {A: {inference: argmax, panoptic_min_score: 0.5}, C1: {inference: heuristic, heuristic_...}}
+                          # each row's inference and EVERY threshold that inference uses
+                          # (:data:`ROW_THRESHOLDS`), stated explicitly per row
 
-Resolution (:func:`training_params`, :func:`row_model_config`): model M is trained with
-``ModelConfig(**{**base.model, **models[M]})``; row R is evaluated with
-``ModelConfig(**{**base.model, **models[ROW_MODEL[R]], **rows[R]})``. Which row uses
-which model is the paper's design (:data:`ROW_MODEL`), not a setting. The Kedro pipelines
-(``pipelines/ablation_cityscapes``, ``ablation_coco``) put each row in its own namespace and each model's
-training in the namespace of its argmax row (:data:`TRAINING_ROW`); see that package for ``--namespaces``.
+Resolution (:func:`training_params`, :func:`row_model_config`): model M with seed s is trained with
+``ModelConfig(**{**base.model, **models[M]})`` and ``trainer.seed = s`` into ``<models_dir>/<M>/seed<s>/``;
+row R is evaluated, for every seed, with ``ModelConfig(**{**base.model, **models[ROW_MODEL[R]], **rows[R]})``
+(the row's keys act at inference only: the trained weights are shared). Which row uses which model is the
+paper's design (:data:`ROW_MODEL`), not a setting. The Kedro pipelines (``pipelines/ablation_cityscapes``,
+``ablation_coco``) put each row in its own namespace and each model's training in the namespace of its argmax
+row (:data:`TRAINING_ROW`); see that package for ``--namespaces``.
 
-Figures are reported like Table 1, in percent. The paper's claims are compared with the measured numbers by
-:func:`claims_status`; whether a claim holds is an observation about one run, never an expectation of the
-code.
+Figures are reported like Table 1, in percent, as the mean over the seeds with its Student-t interval
+(:func:`mean_interval`). Each claim of the paper is judged from the interval of the PAIRED differences (row X
+minus row Y of the same seed, :func:`claims_observed`): ``holds`` (interval above 0), ``reversed`` (below 0)
+or ``within noise`` (it contains 0); what is observed is computed from the measurements, never expected by
+the code.
 """
 
 from __future__ import annotations
@@ -48,11 +54,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from scipy import stats
 
 from unipan_pipeline.model import ModelConfig
 
@@ -61,16 +68,30 @@ ROWS: tuple[str, ...] = ("A", "B", "C1", "C2", "D1", "D2")
 MODELS: tuple[str, ...] = ("A", "B", "C", "D")
 """The trained models behind the rows."""
 STUDY_KEYS = {"outputs", "base", "evaluation", "models", "rows"}
+STUDY_OPTIONAL = {"seeds", "confidence"}
+DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
+"""Seeds of a study that does not set ``seeds``."""
+DEFAULT_CONFIDENCE = 0.95
 OUTPUT_KEYS = {"models_dir", "predictions_dir", "report_dir"}
 ROW_KEYS = {"inference"}
-ROW_INFERENCE_KEYS = {
-    "heuristic_score_thresh",
-    "heuristic_overlap_thresh",
-    "heuristic_stuff_area",
-    "heuristic_mask_thresh",
+ROW_THRESHOLDS: dict[str, tuple[str, ...]] = {
+    "argmax": ("panoptic_min_score",),
+    "heuristic": (
+        "heuristic_score_thresh",
+        "heuristic_overlap_thresh",
+        "heuristic_stuff_area",
+        "heuristic_mask_thresh",
+    ),
 }
+"""The thresholds each inference uses, which every row of that inference must state: argmax of Psi / P
+keeps the detections scoring >= ``panoptic_min_score``; the heuristic merger keeps those scoring >=
+``heuristic_score_thresh``, binarises masks at ``heuristic_mask_thresh``, drops an instance more than
+``heuristic_overlap_thresh`` covered and stuff under ``heuristic_stuff_area`` px."""
+ROW_INFERENCE_KEYS = {key for keys in ROW_THRESHOLDS.values() for key in keys}
 """ModelConfig fields a row may set besides ``inference``: they act at inference only, so rows sharing a
-trained model may differ in them (e.g. the merger's stuff-area limit, scaled to the image size)."""
+trained model may differ in them (e.g. the merger's stuff-area limit, scaled to the image size).
+(``panoptic_min_score`` also filters the detections of the matching loss in training; that training value
+is ``base.model``'s / ``models.<M>``'s, the row's value is the one at evaluation.)"""
 SUPPLEMENTARY_ROWS: dict[str, str] = {"D2gt": "Dgt"}
 """Rows beyond Table 1 and their model (each its own training); a study may declare them in ``models`` and
 ``rows`` (both or neither): ``D2gt`` = D2 trained on ground-truth detections (supplementary Table C)."""
@@ -172,15 +193,23 @@ def _check(mapping: Any, where: str, required: set[str], optional: set[str] = fr
 
 def validate_study(study: Mapping[str, Any], where: str = "ablation") -> None:
     """Check a study's parameters (schema in the module docstring); ``ValueError`` naming the key."""
-    _check(study, f"params:{where}", STUDY_KEYS)
+    _check(study, f"params:{where}", STUDY_KEYS, STUDY_OPTIONAL)
     _check(study["outputs"], f"params:{where}.outputs", OUTPUT_KEYS)
+    study_seeds(study, where)
+    confidence_level(study, where)
     base = study["base"]
     if not isinstance(base, Mapping) or not isinstance(base.get("model"), Mapping):
         raise ValueError(f"params:{where}.base must be a training namespace with a `model` mapping")
-    if "output_dir" in base or "checkpoint_dir" in (base.get("trainer") or {}):
+    trainer = base.get("trainer") or {}
+    if "output_dir" in base or "checkpoint_dir" in trainer:
         raise ValueError(
-            f"params:{where}.base: output_dir / trainer.checkpoint_dir are set per model from "
+            f"params:{where}.base: output_dir / trainer.checkpoint_dir are set per model and seed from "
             f"outputs.models_dir; remove them"
+        )
+    if "seed" in trainer:
+        raise ValueError(
+            f"params:{where}.base.trainer.seed: each model is trained once per seed of "
+            f"params:{where}.seeds; remove it"
         )
     if not isinstance(study["evaluation"], Mapping):
         raise ValueError(f"params:{where}.evaluation must be a mapping (an evaluation namespace)")
@@ -202,8 +231,50 @@ def validate_study(study: Mapping[str, Any], where: str = "ablation") -> None:
             )
     for row in study_rows(study):
         _check(rows[row], f"params:{where}.rows.{row}", ROW_KEYS, ROW_INFERENCE_KEYS)
+        missing = [k for k in ROW_THRESHOLDS.get(str(rows[row]["inference"]), ()) if k not in rows[row]]
+        if missing:
+            raise ValueError(
+                f"params:{where}.rows.{row}: state the thresholds of its inference "
+                f"({rows[row]['inference']}) explicitly; missing {missing}"
+            )
         row_model_config(study, row, where=where)  # ModelConfig validation (e.g. heuristic without masks)
-    evaluation_params(study, ROWS[0], where=where)
+    evaluation_params(study, ROWS[0], where=where, seed=study_seeds(study, where)[0])
+
+
+def study_seeds(study: Mapping[str, Any], where: str = "ablation") -> list[int]:
+    """The study's seeds: ``seeds`` as a list of distinct non-negative integers, or N for ``0..N-1``
+    (:data:`DEFAULT_SEEDS` when not set)."""
+    seeds = study.get("seeds", list(DEFAULT_SEEDS))
+    if isinstance(seeds, bool):
+        seeds = None
+    if isinstance(seeds, int):
+        seeds = list(range(seeds)) if seeds > 0 else None
+    ok = (
+        isinstance(seeds, Sequence)
+        and not isinstance(seeds, str)
+        and len(seeds) > 0
+        and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)
+        and len(set(seeds)) == len(seeds)
+    )
+    if not ok:
+        raise ValueError(
+            f"params:{where}.seeds must be a non-empty list of distinct non-negative integers or a positive "
+            f"count N (seeds 0..N-1), got {study.get('seeds')!r}"
+        )
+    return [int(x) for x in seeds]  # type: ignore[union-attr]
+
+
+def confidence_level(study: Mapping[str, Any], where: str = "ablation") -> float:
+    """The level of the study's intervals (``confidence``, default 0.95), in (0, 1)."""
+    level = study.get("confidence", DEFAULT_CONFIDENCE)
+    if isinstance(level, bool) or not isinstance(level, int | float) or not 0.0 < float(level) < 1.0:
+        raise ValueError(f"params:{where}.confidence must be a number in (0, 1), got {level!r}")
+    return float(level)
+
+
+def seed_name(seed: int) -> str:
+    """``seed<k>``: the folder / run-name part of one seed."""
+    return f"seed{int(seed)}"
 
 
 def study_rows(study: Mapping[str, Any]) -> list[str]:
@@ -227,14 +298,28 @@ def training_row(model: str) -> str:
 
 
 def model_dir(study: Mapping[str, Any], model: str) -> Path:
-    """Bundle folder of a trained model: ``<outputs.models_dir>/<model>``."""
+    """Folder of a trained model's seeds: ``<outputs.models_dir>/<model>``."""
     return Path(str(study["outputs"]["models_dir"])) / model
 
 
-def training_params(study: Mapping[str, Any], model: str, where: str = "ablation") -> dict[str, Any]:
-    """The training namespace of one model: ``base`` with the model's switches merged into ``base.model``,
-    ``output_dir = <models_dir>/<model>`` and ``trainer.checkpoint_dir = <models_dir>/<model>/checkpoints``.
-    The model's inference is the base one (argmax unless changed); rows choose theirs at evaluation."""
+def seed_dir(study: Mapping[str, Any], model: str, seed: int) -> Path:
+    """Bundle folder of one training: ``<outputs.models_dir>/<model>/seed<k>`` (checkpoints inside)."""
+    return model_dir(study, model) / seed_name(seed)
+
+
+def variant_dir(study: Mapping[str, Any], row: str, seed: int) -> Path:
+    """Folder of a row's variant bundle (the seed's weights, the row's inference settings):
+    ``<outputs.models_dir>/variants/<row>/seed<k>``."""
+    return Path(str(study["outputs"]["models_dir"])) / "variants" / row / seed_name(seed)
+
+
+def training_params(
+    study: Mapping[str, Any], model: str, where: str = "ablation", *, seed: int
+) -> dict[str, Any]:
+    """The training namespace of one model and seed: ``base`` with the model's switches merged into
+    ``base.model``, ``trainer.seed = seed``, ``output_dir = <models_dir>/<model>/seed<k>`` and
+    ``trainer.checkpoint_dir = <output_dir>/checkpoints``. The model's inference is the base one (argmax
+    unless changed); rows choose theirs at evaluation."""
     if model not in study_models(study):
         raise ValueError(
             f"params:{where}.models: no model {model!r}; the study has {study_models(study)} "
@@ -242,10 +327,11 @@ def training_params(study: Mapping[str, Any], model: str, where: str = "ablation
         )
     params = copy.deepcopy(dict(study["base"]))
     params["model"] = {**dict(params["model"]), **dict(study["models"][model])}
-    out = model_dir(study, model)
+    out = seed_dir(study, model, seed)
     params["output_dir"] = out.as_posix()
     params["trainer"] = {
         **dict(params.get("trainer") or {}),
+        "seed": int(seed),
         "checkpoint_dir": (out / "checkpoints").as_posix(),
     }
     try:
@@ -282,18 +368,199 @@ def row_flags(cfg: ModelConfig | Mapping[str, Any]) -> dict[str, bool]:
     }
 
 
-def evaluation_params(study: Mapping[str, Any], row: str, where: str = "ablation") -> dict[str, Any]:
-    """The evaluation namespace of one row: ``evaluation`` plus per-row paths (predictions
-    ``<predictions_dir>/<row>``, reports ``<report_dir>/rows/<row>/``); no registration."""
+def row_thresholds(cfg: ModelConfig) -> dict[str, float | int]:
+    """The thresholds the row's inference uses (:data:`ROW_THRESHOLDS`), as evaluated."""
+    return {key: getattr(cfg, key) for key in ROW_THRESHOLDS.get(cfg.inference, ())}
+
+
+def evaluation_params(
+    study: Mapping[str, Any], row: str, where: str = "ablation", *, seed: int
+) -> dict[str, Any]:
+    """The evaluation namespace of one row and seed: ``evaluation`` plus per-row, per-seed paths
+    (predictions ``<predictions_dir>/<row>/seed<k>``, reports ``<report_dir>/rows/<row>/seed<k>/``);
+    no registration."""
     params = copy.deepcopy(dict(study["evaluation"]))
     for key in ("predictions_dir", "report_dir", "metrics_path", "register"):
         if key in params:
             raise ValueError(f"params:{where}.evaluation.{key} is set per row by the study; remove it")
-    report = Path(str(study["outputs"]["report_dir"])) / "rows" / row
-    params["predictions_dir"] = (Path(str(study["outputs"]["predictions_dir"])) / row).as_posix()
+    report = Path(str(study["outputs"]["report_dir"])) / "rows" / row / seed_name(seed)
+    predictions = Path(str(study["outputs"]["predictions_dir"])) / row / seed_name(seed)
+    params["predictions_dir"] = predictions.as_posix()
     params["report_dir"] = (report / "evaluation").as_posix()
     params["metrics_path"] = (report / "metrics.json").as_posix()
     return params
+
+
+# ------------------------------------------------------------------------------------------------ seeds
+@dataclass(frozen=True)
+class Interval:
+    """The mean of ``n`` values and its two-sided Student-t interval at level ``confidence``:
+    ``mean -+ t_{(1+confidence)/2, n-1} * std / sqrt(n)``, ``std`` the sample standard deviation (n - 1).
+    ``std``/``low``/``high`` are None with fewer than two values, everything but ``n`` with none."""
+
+    n: int
+    mean: float | None
+    std: float | None
+    low: float | None
+    high: float | None
+    confidence: float
+
+    @property
+    def half_width(self) -> float | None:
+        return None if self.low is None or self.mean is None else self.mean - self.low
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _finite(value: Any) -> float | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(float(value)) else None
+
+
+def mean_interval(values: Sequence[Any], confidence: float = DEFAULT_CONFIDENCE) -> Interval:
+    """:class:`Interval` of the finite values among ``values`` (None / NaN are left out)."""
+    finite = [v for v in (_finite(x) for x in values) if v is not None]
+    n = len(finite)
+    if n == 0:
+        return Interval(0, None, None, None, None, confidence)
+    mean = math.fsum(finite) / n
+    if n == 1:
+        return Interval(1, mean, None, None, None, confidence)
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (n - 1))
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * std / math.sqrt(n)
+    return Interval(n, mean, std, mean - half, mean + half, confidence)
+
+
+def seed_metrics(result: Mapping[str, Any]) -> dict[int, dict[str, Any]]:
+    """``{seed: metrics (fractions)}`` of a row result (``seeds``: ``[{seed, metrics, ...}]``); a result of
+    one evaluation without ``seeds`` counts as its ``seed`` (default 0)."""
+    if "seeds" in result:
+        return {int(r["seed"]): dict(r.get("metrics") or {}) for r in result["seeds"]}
+    return {int(result.get("seed", 0)): dict(result.get("metrics") or {})}
+
+
+def aggregate_seeds(
+    per_seed: Mapping[int, Mapping[str, Any]], confidence: float = DEFAULT_CONFIDENCE
+) -> tuple[dict[str, float | None], dict[str, dict[str, Any]]]:
+    """Aggregate of one row over its seeds: ``(means, intervals)`` for every numeric metric key (same unit
+    as the inputs); ``intervals[key]`` is :meth:`Interval.as_dict`."""
+    keys = sorted({k for m in per_seed.values() for k, v in m.items() if _finite(v) is not None})
+    means: dict[str, float | None] = {}
+    intervals: dict[str, dict[str, Any]] = {}
+    for key in keys:
+        interval = mean_interval([m.get(key) for m in per_seed.values()], confidence)
+        means[key] = interval.mean
+        intervals[key] = interval.as_dict()
+    return means, intervals
+
+
+def observe(interval: Interval) -> str:
+    """What an interval of a difference (better minus worse) says: ``holds`` (entirely above 0),
+    ``reversed`` (entirely below 0), ``within noise`` (it contains 0); ``one seed: no interval`` with a single
+    pair, ``undefined`` with none."""
+    if interval.n == 0:
+        return "undefined"
+    if interval.low is None or interval.high is None:
+        return "one seed: no interval"
+    if interval.low > 0:
+        return "holds"
+    if interval.high < 0:
+        return "reversed"
+    return "within noise"
+
+
+def _ordered(row_results: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    by_row = {str(r["row"]): r for r in row_results}
+    return [by_row[r] for r in [r for r in ROWS if r in by_row] + sorted(set(by_row) - set(ROWS))]
+
+
+def claims_observed(
+    row_results: Sequence[Mapping[str, Any]], confidence: float = DEFAULT_CONFIDENCE, metric: str = "pq"
+) -> list[dict[str, Any]]:
+    """Each claim of the paper judged on the study: the per-seed PAIRED differences ``100 * (metric of the
+    better row - metric of the worse row)`` over the seeds both rows have (the same seed = the same data
+    order and augmentations, and for D2 vs D1 the same weights), their mean, standard deviation and
+    Student-t interval, and :func:`observe`'s verdict; ``paper_delta`` is Table 1's difference."""
+    by_row = {str(r["row"]): seed_metrics(r) for r in row_results}
+    paper = {c["key"]: c["paper_delta"] for c in claims_status(paper_table())}
+    out = []
+    for claim in CLAIMS:
+        better, worse = by_row.get(claim.better, {}), by_row.get(claim.worse, {})
+        deltas: dict[int, float] = {}
+        for seed in sorted(set(better) & set(worse)):
+            b, w = _finite(better[seed].get(metric)), _finite(worse[seed].get(metric))
+            if b is not None and w is not None:
+                deltas[seed] = 100.0 * (b - w)
+        interval = mean_interval(list(deltas.values()), confidence)
+        means = [mean_interval([m.get(metric) for m in side.values()]).mean for side in (better, worse)]
+        out.append(
+            {
+                "claim": claim.name,
+                "key": claim.key,
+                "what": claim.what,
+                "metric": metric,
+                "pq_better": None if means[0] is None else round(100 * means[0], 2),
+                "pq_worse": None if means[1] is None else round(100 * means[1], 2),
+                "deltas": {str(k): round(v, 3) for k, v in deltas.items()},
+                "n_seeds": interval.n,
+                "delta": None if interval.mean is None else round(interval.mean, 3),
+                "delta_std": None if interval.std is None else round(interval.std, 3),
+                "delta_low": None if interval.low is None else round(interval.low, 3),
+                "delta_high": None if interval.high is None else round(interval.high, 3),
+                "confidence": confidence,
+                "paper_delta": paper[claim.key],
+                "observed": observe(interval),
+            }
+        )
+    return out
+
+
+def seed_table(row_results: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One line per row and seed: ``Model``, ``seed`` and Table 1's metrics in percent."""
+    records = []
+    for res in _ordered(row_results):
+        for seed, metrics in sorted(seed_metrics(res).items()):
+            record: dict[str, Any] = {"Model": str(res["row"]), "seed": seed}
+            for title, key in METRIC_COLUMNS:
+                record[title] = _percent(metrics.get(key))
+            records.append(record)
+    table = pd.DataFrame.from_records(records, columns=["Model", "seed", *(t for t, _ in METRIC_COLUMNS)])
+    for title, _ in METRIC_COLUMNS:
+        table[title] = table[title].astype("float64")
+    return table
+
+
+INTERVAL_SUFFIXES: tuple[str, ...] = ("", " sd", " low", " high")
+"""Columns of :func:`interval_table` per metric: mean, standard deviation, interval bounds."""
+
+
+def interval_table(
+    row_results: Sequence[Mapping[str, Any]], confidence: float = DEFAULT_CONFIDENCE
+) -> pd.DataFrame:
+    """One line per row: ``Model``, Table 1's settings, ``seeds`` (how many) and, per metric of Table 1 (in
+    percent), the mean over the seeds, its standard deviation (``<title> sd``) and Student-t interval
+    (``<title> low`` / ``<title> high``); NaN where undefined."""
+    records = []
+    for res in _ordered(row_results):
+        per_seed = seed_metrics(res)
+        record: dict[str, Any] = {
+            "Model": str(res["row"]),
+            **{f: bool(res["flags"][f]) for f in FLAGS},
+            "seeds": len(per_seed),
+        }
+        for title, key in METRIC_COLUMNS:
+            values = [None if (v := _finite(m.get(key))) is None else 100.0 * v for m in per_seed.values()]
+            iv = mean_interval(values, confidence)
+            for suffix, value in zip(INTERVAL_SUFFIXES, (iv.mean, iv.std, iv.low, iv.high), strict=True):
+                record[title + suffix] = None if value is None else round(value, 3)
+        records.append(record)
+    columns = ["Model", *FLAGS, "seeds", *(t + x for t, _ in METRIC_COLUMNS for x in INTERVAL_SUFFIXES)]
+    table = pd.DataFrame.from_records(records, columns=columns)
+    for column in columns[len(FLAGS) + 2 :]:
+        table[column] = table[column].astype("float64")
+    return table
 
 
 # ------------------------------------------------------------------------------------------------ table
@@ -390,29 +657,97 @@ def _markdown(table: pd.DataFrame) -> str:
     return shown.to_markdown(index=False, floatfmt=".1f", missingval="—")
 
 
+def _fmt(value: Any, digits: int = 1) -> str:
+    return "—" if value is None or pd.isna(value) else f"{float(value):.{digits}f}"
+
+
+def _interval_markdown(intervals: pd.DataFrame) -> str:
+    """Cells ``mean ± half-width`` (one seed: the value alone)."""
+    records = []
+    for rec in intervals.to_dict(orient="records"):
+        shown: dict[str, Any] = {"Model": rec["Model"], **{f: "✓" if rec[f] else "" for f in FLAGS}}
+        shown["seeds"] = int(rec["seeds"])
+        for title, _ in METRIC_COLUMNS:
+            mean, low = rec[title], rec[title + " low"]
+            shown[title] = _fmt(mean) if pd.isna(low) else f"{_fmt(mean)} ± {_fmt(mean - low)}"
+        records.append(shown)
+    return pd.DataFrame(records).to_markdown(index=False)
+
+
+def _thresholds_markdown(row_results: Sequence[Mapping[str, Any]]) -> str:
+    keys = [k for keys in ROW_THRESHOLDS.values() for k in keys]
+    records = [
+        {
+            "Model": str(res["row"]),
+            "inference": res.get("inference"),
+            **{k: (res.get("thresholds") or {}).get(k, "") for k in keys},
+        }
+        for res in _ordered(row_results)
+    ]
+    return pd.DataFrame(records, columns=["Model", "inference", *keys]).to_markdown(index=False)
+
+
+def _seeds_markdown(seeds: pd.DataFrame, title: str = "PQ all") -> str:
+    wide = seeds.pivot(index="Model", columns="seed", values=title)
+    order = [r for r in seeds["Model"].drop_duplicates()]
+    wide = wide.loc[order]
+    wide.columns = [seed_name(c) for c in wide.columns]
+    return wide.reset_index().to_markdown(index=False, floatfmt=".1f", missingval="—")
+
+
 def report_markdown(
-    table: pd.DataFrame,
+    row_results: Sequence[Mapping[str, Any]],
     claims: Sequence[Mapping[str, Any]],
     *,
     title: str,
+    confidence: float = DEFAULT_CONFIDENCE,
     notes: Sequence[str] = (),
 ) -> str:
-    """The study's table, the paper's Table 1 beside it and the claims as observed, as Markdown."""
-    lines = [f"# {title}", "", "## Measured (this study, percent)", "", _markdown(table), ""]
-    lines += ["## Paper, Table 1 (Cityscapes val, ResNet-50, percent)", "", _markdown(paper_table()), ""]
-    lines += ["## The paper's claims (PQ all), as observed in this study", ""]
+    """The study as Markdown: mean ± interval per row and metric, PQ per seed, the rows' inference
+    thresholds, the paper's Table 1 and the claims as observed from the paired differences."""
+    level = f"{100 * confidence:g} %"
+    intervals = interval_table(row_results, confidence)
+    n = sorted({int(v) for v in intervals["seeds"]})
+    lines = [f"# {title}", ""]
+    lines += [
+        f"## Measured (this study, percent): mean over the seeds ± half-width of its {level} "
+        f"Student-t interval ({'/'.join(map(str, n))} seeds)",
+        "",
+        _interval_markdown(intervals),
+        "",
+        "## PQ all per seed",
+        "",
+        _seeds_markdown(seed_table(row_results)),
+        "",
+        "## Inference thresholds of each row",
+        "",
+        _thresholds_markdown(row_results),
+        "",
+        "## Paper, Table 1 (Cityscapes val, ResNet-50, percent)",
+        "",
+        _markdown(paper_table()),
+        "",
+        f"## The paper's claims (PQ all): paired differences per seed, mean and {level} interval",
+        "",
+    ]
     claim_table = pd.DataFrame(
         [
             {
                 "claim": c["claim"],
                 "what": c["what"],
-                "paper ΔPQ": c["paper_delta"],
-                "measured ΔPQ": c["delta"],
+                "paper ΔPQ": _fmt(c["paper_delta"]),
+                "measured ΔPQ": _fmt(c["delta"], 2),
+                f"{level} interval": (
+                    "—"
+                    if c["delta_low"] is None
+                    else f"[{_fmt(c['delta_low'], 2)}, {_fmt(c['delta_high'], 2)}]"
+                ),
+                "per seed": ", ".join(f"{float(v):+.2f}" for v in c["deltas"].values()) or "—",
                 "observed": c["observed"],
             }
             for c in claims
         ]
     )
-    lines += [claim_table.to_markdown(index=False, floatfmt=".2f", missingval="—"), ""]
-    lines += [f"- {n}" for n in notes]
+    lines += [claim_table.to_markdown(index=False), ""]
+    lines += [f"- {note}" for note in notes]
     return "\n".join(lines).rstrip() + "\n"

@@ -12,8 +12,10 @@ chunk of ``G / W`` of them. Consequences:
   prefetch state needs saving, with or without workers (prefetched-but-unused batches are simply re-made).
 
 Each item the sampler yields is ``(index, sample_seed)``; :class:`SeededDataset` seeds python / numpy / torch
-with ``sample_seed`` around ``dataset[index]`` so random augmentations (crops, flips, scale jitter) depend
-only on the stream position -- not on which worker process ran them nor on whether the run was resumed.
+with ``sample_seed`` around ``dataset[index]`` and computes it on one intra-op thread (as a DataLoader
+worker does), so random augmentations (crops, flips, scale jitter) are bit-for-bit a function of the stream
+position only -- not of which process ran them (``num_workers`` 0 or more), of the caller's thread count,
+nor of whether the run was resumed.
 """
 
 from __future__ import annotations
@@ -124,8 +126,11 @@ class InfiniteShardedSampler(Sampler[tuple[int, int]]):
 class SeededDataset(Dataset):
     """Wraps a map-style data set so item ``(index, seed)`` is produced under a fixed RNG seed.
 
-    The global python / numpy / torch RNG states are restored afterwards, so loading in the main process
-    (``num_workers=0``) does not disturb the training RNG (dropout, RoI sampling).
+    The global python / numpy / torch RNG states and torch's thread count are restored afterwards, so
+    loading in the main process (``num_workers=0``) does not disturb the training RNG (dropout, RoI
+    sampling). The item is computed with ONE torch thread: multi-threaded resampling rounds differently
+    (~1e-7), and DataLoader workers always run on one thread, so ``num_workers=0`` would otherwise see
+    slightly different images.
     """
 
     def __init__(self, dataset: Dataset) -> None:
@@ -138,13 +143,18 @@ class SeededDataset(Dataset):
         index, seed = item
         py_state = random.getstate()
         np_state = np.random.get_state()
+        threads = torch.get_num_threads()
         with torch.random.fork_rng(devices=[]):
             random.seed(seed)
             np.random.seed(seed & 0xFFFFFFFF)
             torch.manual_seed(seed)
+            if threads != 1:
+                torch.set_num_threads(1)
             try:
                 return self.dataset[index]
             finally:
+                if threads != 1:
+                    torch.set_num_threads(threads)
                 random.setstate(py_state)
                 np.random.set_state(np_state)
 

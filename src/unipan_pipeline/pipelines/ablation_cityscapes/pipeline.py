@@ -1,7 +1,9 @@
 """``ablation_cityscapes``: Table 1 of the paper on the ingested Cityscapes data (real or generated).
 
 One Kedro namespace per row of Table 1 (``A``, ``B``, ``C1``, ``C2``, ``D1``, ``D2``); four training nodes
-and six evaluation nodes, because C1/C2 and D1/D2 share a trained model. The training of a shared model sits
+and six evaluation nodes, because C1/C2 and D1/D2 share a trained model. Each training node trains its model
+once per seed of ``params:ablation_<dataset>.seeds``, each evaluation node evaluates its row on every seed's
+weights; the report aggregates over the seeds. The training of a shared model sits
 in the namespace of its argmax row (:data:`unipan_pipeline.ablation.TRAINING_ROW`)::
 
     namespace  nodes                                    reads / writes
@@ -13,11 +15,13 @@ in the namespace of its argmax row (:data:`unipan_pipeline.ablation.TRAINING_ROW
     D2         D2.cityscapes_train_D, D2.cityscapes_evaluate_D2   writes ablation_cityscapes_model_D
     D2gt       D2gt.cityscapes_train_Dgt, D2gt.cityscapes_evaluate_D2gt  (supplementary: D2 trained on GT
                                                          detections; the Cityscapes study only)
-    (none)     cityscapes_ablation_report                the rows -> table, paper table, claims, metrics
+    (none)     cityscapes_ablation_report                the rows -> table, paper table, claims, metrics,
+                                                         table_seeds, table_intervals
 
 Kedro 1.7's ``--namespaces=X`` keeps the nodes whose namespace is ``X`` or starts with ``X.``:
 
-* ``kedro run --pipelines=ablation_cityscapes`` - the whole study (4 trainings, 6 evaluations, report);
+* ``kedro run --pipelines=ablation_cityscapes`` - the whole study (4 models x seeds, 6 rows x seeds, report);
+* ``--params=ablation_cityscapes.seeds=1`` - the one-seed quick look (seed 0; ``seeds=[5]`` another seed);
 * ``--namespaces=B`` - trains B and evaluates row B;
 * ``--namespaces=C2`` - trains C and evaluates row C2;
 * ``--namespaces=C1`` - evaluates row C1 only, with the model C an earlier run trained
@@ -54,7 +58,7 @@ def row_dataset(dataset: str, row: str) -> str:
     return f"ablation_{dataset}_row_{row}"
 
 
-REPORT_OUTPUTS = ("table", "paper_table", "table_md", "metrics", "claims")
+REPORT_OUTPUTS = ("table", "paper_table", "table_md", "metrics", "claims", "table_seeds", "table_intervals")
 
 
 def _bind(func: Callable[..., Any], **bound: str) -> Callable[..., Any]:
