@@ -33,7 +33,7 @@ def _module(activation: str, normalize: str, seed: int = 1) -> DenseInstanceAffi
 
 @pytest.mark.parametrize(
     ("activation", "normalize"),
-    list(itertools.product(["relu", "softplus", "none"], ["hw", "sqrt_c_hw", "none"])),
+    list(itertools.product(["relu", "softplus", "none"], ["hw", "sqrt_c_hw", "none", "mass"])),
 )
 def test_efficient_equals_explicit_forward_and_backward(activation: str, normalize: str) -> None:
     mod = _module(activation, normalize)
@@ -149,3 +149,36 @@ def test_without_residual_returns_propagated_term() -> None:
     q, psi = _inputs(6)
     torch.testing.assert_close(no_res(q, psi), with_res(q, psi) - psi)
     torch.testing.assert_close(no_res(q, psi), explicit_instance_affinity(no_res, q, psi))
+
+
+def test_mass_normalisation_is_independent_of_segment_size_and_scale() -> None:
+    """``normalize="mass"``: channel k receives phi0(q_i) . (Psi_k-weighted mean of phi1) / sqrt(C), so a
+    box 4x larger over a uniform feature, or Psi_k scaled by 10, receives the same propagated term; with a
+    global Z (sqrt_c_hw) the term grows with the box (the reason the affinity stayed nearly inert)."""
+    h, w = 16, 16
+    q = torch.randn(C, 1, 1, dtype=torch.float64).expand(C, h, w).clone()  # one feature everywhere
+    psi = torch.zeros(2, h, w, dtype=torch.float64)
+    psi[0, 2:4, 2:4] = 0.7  # a 2x2 box
+    psi[1, 2:6, 2:6] = 0.7  # a 4x4 box
+    for normalize, same in (("mass", True), ("sqrt_c_hw", False)):
+        mod = _module("softplus", normalize)
+        with torch.no_grad():
+            prop = mod(q, psi) - psi  # the propagated term
+            scaled = mod(q, 10 * psi) - 10 * psi
+        small, large = prop[0, 10, 10], prop[1, 10, 10]  # a pixel outside both boxes
+        assert float(small) > 0
+        if same:
+            torch.testing.assert_close(small, large, rtol=1e-12, atol=0)
+            torch.testing.assert_close(scaled, prop, rtol=1e-10, atol=1e-12)
+        else:
+            torch.testing.assert_close(large, 4 * small, rtol=1e-12, atol=0)
+
+
+def test_mass_normalisation_leaves_an_empty_channel_unchanged() -> None:
+    mod = _module("relu", "mass")
+    q, psi = _inputs(7)
+    psi[1] = 0.0
+    with torch.no_grad():
+        p = mod(q, psi)
+    assert torch.isfinite(p).all()
+    assert float(p[1].abs().max()) == 0.0

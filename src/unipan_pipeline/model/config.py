@@ -104,9 +104,10 @@ class ModelConfig:
     """``upsample``: P is upsampled bilinearly to the (padded) image size for the matching loss;
     ``downsample``: the target is sampled at the stride-4 cell centres (cheaper)."""
     affinity_activation: Literal["relu", "softplus", "none"] = "relu"
-    affinity_normalize: Literal["hw", "sqrt_c_hw", "none"] = "sqrt_c_hw"
+    affinity_normalize: Literal["hw", "sqrt_c_hw", "none", "mass"] = "sqrt_c_hw"
     """Scaling of the propagated term of eq. 4 (see :mod:`.instance_affinity`): ``sqrt_c_hw`` divides by
-    sqrt(C) * HW so that its size does not depend on the image size."""
+    sqrt(C) * HW so that its size does not depend on the image size; ``mass`` divides channel k by
+    sqrt(C) * sum |Psi_k| so that it does not depend on the segment's size either."""
 
     # ---------------------------------------------------------------- heuristic merger (rows C1, D1)
     heuristic_score_thresh: float = 0.5

@@ -22,7 +22,13 @@ Decisions (OPEN in the design notes), all exposed as constructor options:
   512x1024 training crop see the same scale); ``"sqrt_c_hw"``: ``Z = sqrt(C) HW`` (additionally keeps the
   dot product of two ``C``-dim features O(1) at initialisation, as in scaled dot-product attention, so the
   residual ``Psi`` dominates at the start of training); ``"none"``: ``Z = 1`` (the paper's literal eq. 4;
-  grows with ``HW``).
+  grows with ``HW``); ``"mass"``: a divisor per channel, ``Z_k = sqrt(C) sum_j |Psi_kj|``, so that channel
+  ``k`` receives ``phi0(q_i) . mean_k(phi1) / sqrt(C)``, the affinity of pixel ``i`` to the ``Psi_k``-weighted
+  mean feature of segment ``k``. With a global ``Z`` the propagated term of a thing channel scales with the
+  share of the grid its box covers (a box of 1 % of the cells gets 1 % of a stuff class's term), which keeps
+  the affinity nearly inert for small objects; ``mass`` makes it independent of the segment's size and of
+  the scale of ``Psi`` (a diagonal ``[K, K]`` rescaling of eq. 3's ``phi1(Q)^T Psi``, still linear in
+  ``HW``; ``A`` itself is unchanged).
 * Psi may be probabilities or logits: the head is linear in ``Psi`` and agnostic to that; the choice is made
   by :func:`unipan_pipeline.model.dynamic_potential.dynamic_potential` (``space``) and must match
   ``input_kind`` of the matching loss. With the defaults (variant B/C, probabilities, ReLU) ``P >= 0`` and
@@ -39,9 +45,10 @@ import torch
 from torch import Tensor, nn
 
 Activation = Literal["relu", "softplus", "none"]
-Normalize = Literal["hw", "sqrt_c_hw", "none"]
+Normalize = Literal["hw", "sqrt_c_hw", "none", "mass"]
 
 _WHERE = "instance_affinity.py"
+_MASS_EPS = 1e-6  # below it a channel counts as empty (fp32 sums of probabilities)
 
 
 def _make_activation(name: str) -> nn.Module:
@@ -74,9 +81,9 @@ class DenseInstanceAffinity(nn.Module):
         super().__init__()
         if feature_channels <= 0:
             raise ValueError(f"{_WHERE}: feature_channels must be positive, got {feature_channels}")
-        if normalize not in ("hw", "sqrt_c_hw", "none"):
+        if normalize not in ("hw", "sqrt_c_hw", "none", "mass"):
             raise ValueError(
-                f"{_WHERE}: unknown normalize {normalize!r} (expected 'hw', 'sqrt_c_hw' or 'none')"
+                f"{_WHERE}: unknown normalize {normalize!r} (expected 'hw', 'sqrt_c_hw', 'none' or 'mass')"
             )
         self.feature_channels = feature_channels
         self.activation = activation
@@ -87,12 +94,22 @@ class DenseInstanceAffinity(nn.Module):
         self.phi1 = nn.Sequential(nn.Conv2d(c, c, 1), _make_activation(activation))
 
     def scale(self, num_pixels: int) -> float:
-        """The factor ``1 / Z`` applied to the propagated term for ``num_pixels = h * w``."""
+        """The factor ``1 / Z`` applied to the propagated term for ``num_pixels = h * w`` (for ``mass``: its
+        part shared by all channels, ``1 / sqrt(C)``; see :meth:`channel_mass`)."""
         if self.normalize == "hw":
             return 1.0 / num_pixels
         if self.normalize == "sqrt_c_hw":
             return 1.0 / (math.sqrt(self.feature_channels) * num_pixels)
+        if self.normalize == "mass":
+            return 1.0 / math.sqrt(self.feature_channels)
         return 1.0
+
+    def channel_mass(self, psi: Tensor) -> Tensor | None:
+        """For ``normalize="mass"``: ``sum_j |Psi_kj|`` per channel of ``psi`` (``[K, HW]``), clamped away
+        from 0 (an empty channel then receives no propagated term); ``None`` for a global ``Z``."""
+        if self.normalize != "mass":
+            return None
+        return psi.abs().sum(dim=1).clamp_min(_MASS_EPS)
 
     def embed(self, q: Tensor) -> tuple[Tensor, Tensor]:
         """``phi0(Q)`` and ``phi1(Q)`` flattened to ``[B, C, HW]`` (``q`` is ``[B, C, h, w]``)."""
@@ -149,6 +166,9 @@ class DenseInstanceAffinity(nn.Module):
                 k = p.shape[0]
                 pf = p.reshape(k, h * w).to(dtype)  # [K, HW]
                 t = f1[i] @ pf.transpose(0, 1)  # [C, K]: phi1(Q)^T Psi, tiny
+                mass = self.channel_mass(pf)
+                if mass is not None:
+                    t = t / mass  # per channel: the Psi_k-weighted mean of phi1 over the segment
                 # [K, HW] = Psi^T + scale * (phi0(Q) (phi1(Q)^T Psi))^T, one fused [K, HW] allocation
                 if self.residual:
                     res = torch.addmm(pf, t.transpose(0, 1), f0[i], alpha=scale)
@@ -190,6 +210,9 @@ def explicit_instance_affinity(module: DenseInstanceAffinity, q: Tensor, psi: Te
     a = affinity_matrix(module, q)  # [HW, HW]
     pf = psi.reshape(k, h * w).to(a.dtype)
     prop = pf @ a.transpose(0, 1)  # [K, HW]: prop[k, i] = sum_j A[i, j] psi[k, j]
+    mass = module.channel_mass(pf)
+    if mass is not None:
+        prop = prop / mass[:, None]
     res = pf + prop if module.residual else prop
     return res.reshape(k, h, w)
 
