@@ -626,3 +626,44 @@ def test_quick_one_seed_preset_and_missing_seed(tiny_study: Path) -> None:
     params["ablation_cityscapes"]["seeds"] = [7]
     with pytest.raises(Exception, match=r"has no seed 7 \(seeds: \['0', '1'\]\)"):
         run_kedro(tiny_study, ["ablation_cityscapes"], params, namespaces=["D1"])
+
+
+def test_affinity_table_pairs_argmax_p_with_argmax_psi_of_the_same_weights() -> None:
+    """Rows evaluated with argmax(P) carry argmax(Psi)'s PQ of the same weights: the report pairs them per
+    seed ("D2 without the affinity at test"); rows without those metrics (heuristic, no affinity) are left
+    out."""
+
+    def with_psi(row: str, pairs: dict[int, tuple[float, float]], cells: float) -> dict[str, Any]:
+        res = _seeded(row, {s: p for s, (p, _) in pairs.items()})
+        for entry in res["seeds"]:
+            p, psi = pairs[entry["seed"]]
+            entry["metrics"].update(
+                {
+                    "pq_th": p - 0.1,
+                    "pq_without_affinity": psi,
+                    "pq_th_without_affinity": psi - 0.12,
+                    "affinity/cells_changed": cells,
+                    "affinity/thing_cells_changed": 3 * cells,
+                    "affinity/relative_change": 0.1,
+                }
+            )
+        return res
+
+    results = [
+        _seeded("A", {0: 0.40, 1: 0.50, 2: 0.45}),
+        with_psi("D2", {0: (0.42, 0.40), 1: (0.50, 0.47), 2: (0.45, 0.44)}, cells=0.02),
+        _seeded("D1", {0: 0.35, 1: 0.31, 2: 0.30}),
+    ]
+    table = ablation.affinity_table(results).set_index("Model")
+    assert list(table.index) == ["D2"]
+    d2 = table.loc["D2"]
+    iv = ablation.mean_interval([2.0, 3.0, 1.0])
+    assert d2["ΔPQ"] == pytest.approx(iv.mean, abs=1e-3) and d2["ΔPQ low"] == pytest.approx(iv.low, abs=1e-3)
+    assert d2["ΔPQ observed"] == ablation.observe(iv) == "within noise"
+    th = ablation.mean_interval([4.0, 5.0, 3.0])
+    assert d2["ΔPQ th"] == pytest.approx(th.mean, abs=1e-3) and d2["ΔPQ th observed"] == "holds"
+    assert d2["PQ argmax(Psi)"] == pytest.approx(100 * (0.40 + 0.47 + 0.44) / 3, abs=1e-3)
+    assert d2["cells changed %"] == pytest.approx(2.0) and d2["thing cells changed %"] == pytest.approx(6.0)
+    md = ablation.report_markdown(results, ablation.claims_observed(results), title="t")
+    assert "The affinity at test" in md and f"{th.mean:.2f} [{th.low:.2f}, {th.high:.2f}] holds" in md
+    assert "The affinity at test" not in ablation.report_markdown(results[:1], [], title="t")

@@ -197,6 +197,53 @@ def interval_table(
     return table
 
 
+AFFINITY_KEYS: tuple[tuple[str, str], ...] = (
+    ("cells changed %", "affinity/cells_changed"),
+    ("thing cells changed %", "affinity/thing_cells_changed"),
+    ("|P - Psi| / |Psi|", "affinity/relative_change"),
+)
+"""The affinity's effect on the stride-4 grid of an evaluation (:mod:`unipan_pipeline.evaluation.
+affinity_effect`): share of cells where argmax(P) != argmax(Psi), the same over thing cells, and
+|P - Psi| / |Psi|."""
+
+
+def affinity_table(
+    row_results: Sequence[Mapping[str, Any]], confidence: float = DEFAULT_CONFIDENCE
+) -> pd.DataFrame:
+    """The affinity at test, per row evaluated with argmax(P) (those with ``pq_without_affinity``): the
+    effect figures of :data:`AFFINITY_KEYS` (means over seeds) and the row "without the affinity at test"
+    (argmax(Psi) of the same weights) as paired differences ``PQ(argmax P) - PQ(argmax Psi)`` (all, things)
+    per seed: mean, Student-t interval and :func:`observe`'s verdict, in percent."""
+    records = []
+    for res in _ordered(row_results):
+        per_seed = seed_metrics(res)
+        if not any(_finite(m.get("pq_without_affinity")) is not None for m in per_seed.values()):
+            continue
+        record: dict[str, Any] = {"Model": str(res["row"]), "seeds": len(per_seed)}
+        for title, key in AFFINITY_KEYS:
+            scale = 1.0 if key.endswith("relative_change") else 100.0
+            iv = mean_interval([m.get(key) for m in per_seed.values()], confidence)
+            record[title] = None if iv.mean is None else round(scale * iv.mean, 3)
+        for suffix, key in (("", "pq"), (" th", "pq_th")):
+            with_aff = [_finite(m.get(key)) for m in per_seed.values()]
+            without = [_finite(m.get(f"{key}_without_affinity")) for m in per_seed.values()]
+            deltas = [100.0 * (a - b) for a, b in zip(with_aff, without, strict=True) if None not in (a, b)]
+            iv = mean_interval(deltas, confidence)
+            record[f"PQ{suffix} argmax(Psi)"] = _round_mean(without)
+            record[f"PQ{suffix} argmax(P)"] = _round_mean(with_aff)
+            record[f"ΔPQ{suffix}"] = None if iv.mean is None else round(iv.mean, 3)
+            record[f"ΔPQ{suffix} low"] = None if iv.low is None else round(iv.low, 3)
+            record[f"ΔPQ{suffix} high"] = None if iv.high is None else round(iv.high, 3)
+            record[f"ΔPQ{suffix} observed"] = observe(iv)
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _round_mean(values: Sequence[float | None]) -> float | None:
+    finite = [v for v in values if v is not None]
+    return round(100.0 * math.fsum(finite) / len(finite), 3) if finite else None
+
+
 # ------------------------------------------------------------------------------------------------ table
 def _percent(value: Any) -> float | None:
     if value is None:
@@ -321,6 +368,31 @@ def _thresholds_markdown(row_results: Sequence[Mapping[str, Any]]) -> str:
     return pd.DataFrame(records, columns=["Model", "inference", *keys]).to_markdown(index=False)
 
 
+def _affinity_markdown(affinity: pd.DataFrame, level: str) -> str:
+    def delta(row: pd.Series, suffix: str) -> str:
+        low, high = row[f"ΔPQ{suffix} low"], row[f"ΔPQ{suffix} high"]
+        span = "" if low is None or pd.isna(low) else f" [{_fmt(low, 2)}, {_fmt(high, 2)}]"
+        return f"{_fmt(row[f'ΔPQ{suffix}'], 2)}{span} {row[f'ΔPQ{suffix} observed']}"
+
+    shown = pd.DataFrame(
+        [
+            {
+                "Model": r["Model"],
+                "seeds": int(r["seeds"]),
+                **{title: _fmt(r[title], 3 if title.startswith("|") else 2) for title, _ in AFFINITY_KEYS},
+                "PQ argmax(P) / argmax(Psi)": f"{_fmt(r['PQ argmax(P)'])} / {_fmt(r['PQ argmax(Psi)'])}",
+                f"ΔPQ, {level}": delta(r, ""),
+                "PQ th argmax(P) / argmax(Psi)": (
+                    f"{_fmt(r['PQ th argmax(P)'])} / {_fmt(r['PQ th argmax(Psi)'])}"
+                ),
+                f"ΔPQ th, {level}": delta(r, " th"),
+            }
+            for _, r in affinity.iterrows()
+        ]
+    )
+    return shown.to_markdown(index=False)
+
+
 def _seeds_markdown(seeds: pd.DataFrame, title: str = "PQ all") -> str:
     wide = seeds.pivot(index="Model", columns="seed", values=title)
     order = [r for r in seeds["Model"].drop_duplicates()]
@@ -383,5 +455,14 @@ def report_markdown(
         ]
     )
     lines += [claim_table.to_markdown(index=False), ""]
+    affinity = affinity_table(row_results, confidence)
+    if not affinity.empty:
+        lines += [
+            "## The affinity at test: argmax(P) vs argmax(Psi) of the same weights "
+            f'("without the affinity at test"), paired per seed, {level} interval',
+            "",
+            _affinity_markdown(affinity, level),
+            "",
+        ]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines).rstrip() + "\n"
