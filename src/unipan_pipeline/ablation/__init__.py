@@ -49,5 +49,6 @@ or ``within noise`` (it contains 0); what is observed is computed from the measu
 the code.
 """
 
+from .report import *  # noqa: F403
 from .results import *  # noqa: F403
 from .study import *  # noqa: F403
