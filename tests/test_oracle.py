@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.data.cityscapes import ingest_cityscapes
 from unipan_pipeline.evaluation import PQAccumulator, target_to_panoptic
 from unipan_pipeline.evaluation.metrics import collect_metrics
-from unipan_pipeline.experiment.oracle import oracle_ceilings, oracle_panoptic
+from unipan_pipeline.experiment.oracle import main, oracle_ceilings, oracle_panoptic
 from unipan_pipeline.synthetic.tree import generate_cityscapes_tree
 
 torch.set_num_threads(1)
@@ -62,3 +63,12 @@ def test_argmax_oracle_by_hand(tiny_categories: CategoryMap) -> None:
     assert [s["area"] for s in h_segs if s["category_id"] == 57] == [2 * 50]
     with pytest.raises(ValueError, match="path"):
         oracle_panoptic(thin, tiny_categories, "median")  # type: ignore[arg-type]
+
+
+def test_command_line_prints_the_ceilings(generated_val: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    got = main([str(generated_val), "--split", "val", "--stuff-area", "64"])
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == got
+    # the stuff-area limit acts on the merger only
+    assert got["argmax"] == oracle_ceilings(generated_val, "val")["argmax"]
+    assert got["heuristic"] == oracle_ceilings(generated_val, "val", stuff_area_limit=64)["heuristic"]

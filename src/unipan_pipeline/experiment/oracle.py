@@ -9,12 +9,16 @@ What each path loses even with perfect inputs:
 * **heuristic** (rows C1/D1): the merger (:func:`.heuristic_merger.heuristic_merge`) at full resolution on
   the GT semantic map and the GT masks (score 1): PQ 1 on data whose stuff segments are one per class.
 
-:func:`oracle_ceilings` scores both with ``PQAccumulator`` against the ground truth of an ingested split.
+:func:`oracle_ceilings` scores both with ``PQAccumulator`` against the ground truth of an ingested split;
+``python -m unipan_pipeline.experiment.oracle data/03_primary/cityscapes --split val --stuff-area 64`` prints
+them as JSON (PQ / SQ / RQ as fractions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import argparse
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,3 +137,31 @@ def oracle_ceilings(
 def _pq(accumulator: PQAccumulator) -> dict[str, float | None]:
     metrics = collect_metrics(accumulator.compute())
     return {k: metrics[k] for k in ("pq", "sq", "rq", "pq_th", "sq_th", "rq_th", "pq_st", "sq_st", "rq_st")}
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float | None]]:
+    """Command line: the ceilings of an ingested split as JSON on stdout (and returned)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m unipan_pipeline.experiment.oracle", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("root", help="an ingested data set, e.g. data/03_primary/cityscapes")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--max-images", type=int, default=None)
+    parser.add_argument("--variant", choices=("A", "B", "C"), default="C", help="dynamic potential variant")
+    parser.add_argument(
+        "--stuff-area", type=int, default=0, help="the heuristic's minimum stuff area in pixels (0: none)"
+    )
+    args = parser.parse_args(argv)
+    ceilings = oracle_ceilings(
+        args.root,
+        args.split,
+        max_images=args.max_images,
+        potential_variant=args.variant,
+        stuff_area_limit=args.stuff_area,
+    )
+    print(json.dumps(ceilings, indent=2))
+    return ceilings
+
+
+if __name__ == "__main__":
+    main()
