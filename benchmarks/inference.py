@@ -34,13 +34,17 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.model import ModelConfig, build_model
 from unipan_pipeline.model.outputs import channel_entries, panoptic_from_index_map
+from unipan_pipeline.params import from_params
 from unipan_pipeline.synthetic import generate_cityscapes_tree
+
+ROOT = Path(__file__).resolve().parents[1]
 
 try:
     from unipan_pipeline.model.upsampled_argmax import upsampled_argmax
@@ -102,7 +106,11 @@ def _timed(fn: Callable[[], Any], repeat: int, sync: Callable[[], None]) -> tupl
 
 
 def _model_config(args: argparse.Namespace) -> ModelConfig:
+    """The paper's Cityscapes model (``model:`` of conf/base/parameters_train_cityscapes.yml, converted as the
+    training node converts it), untrained, with every detection handed on."""
+    conf = yaml.safe_load((ROOT / "conf/base/parameters_train_cityscapes.yml").read_text())
     values: dict[str, Any] = dict(
+        conf["train_cityscapes"]["model"],
         backbone_depth=50,
         pretrained="none",
         norm="frozen_bn",
@@ -112,7 +120,7 @@ def _model_config(args: argparse.Namespace) -> ModelConfig:
     )
     if "semantic_head" in {f.name for f in ModelConfig.__dataclass_fields__.values()}:
         values["semantic_head"] = args.semantic_head
-    return ModelConfig.cityscapes(**values)
+    return from_params(ModelConfig, values, "params:train_cityscapes.model")
 
 
 def main() -> int:

@@ -1,5 +1,6 @@
 """Builders of test inputs shared by several test modules: a synthetic panoptic sample (batch contract), a
-tiny network configuration, and a tiny Cityscapes tree in the genuine layout."""
+network configuration from a preset of conf/base (and a tiny one), and a tiny Cityscapes tree in the genuine
+layout."""
 
 from __future__ import annotations
 
@@ -8,11 +9,39 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from cityscapesscripts.helpers.labels import id2label, name2label
 from PIL import Image
 
 from unipan_pipeline.categories import IGNORE_INDEX
 from unipan_pipeline.model import ModelConfig, PanopticNetwork
+from unipan_pipeline.params import from_params
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_DEMO_DETECTOR = {
+    "rpn_pre_nms_top_n_test": 300,
+    "rpn_post_nms_top_n_test": 100,
+    "roi_batch_size_per_image": 128,
+    "detections_per_img": 50,
+    "panoptic_max_detections_train": None,
+}
+"""Where the tests' slim model departs from the demo's ``model:`` (fewer proposals and detections at test
+time, more RoIs, no cap on the detections reaching the panoptic head in training): the values the tests
+were calibrated with."""
+
+
+def conf_model_config(namespace: str, **changes: object) -> ModelConfig:
+    """The ``model:`` preset of ``params:<namespace>`` in ``conf/base/parameters_<namespace>.yml`` (``demo``,
+    ``train_cityscapes``, ``train_coco``; the YAML is the one source of presets) with ``changes``, converted
+    as the training node converts it (:func:`unipan_pipeline.params.from_params`)."""
+    params = yaml.safe_load((ROOT / "conf/base" / f"parameters_{namespace}.yml").read_text())[namespace]
+    return from_params(ModelConfig, {**params["model"], **changes}, f"params:{namespace}.model")
+
+
+def cpu_demo_config(**changes: object) -> ModelConfig:
+    """The demo's slim CPU model (ResNet-18 from scratch, BN, FPN 128, small anchors, slim heads) with the
+    tests' detector counts (:data:`CPU_DEMO_DETECTOR`) and ``changes``."""
+    return conf_model_config("demo", **{**CPU_DEMO_DETECTOR, **changes})
 
 
 def make_panoptic_sample(
@@ -81,7 +110,7 @@ def tiny_config(**kw: object) -> ModelConfig:
         roi_batch_size_per_image=32,
     )
     values.update(kw)
-    return ModelConfig.cpu_demo(**values)
+    return cpu_demo_config(**values)
 
 
 def params_without_grad(model: PanopticNetwork) -> set[str]:

@@ -3,7 +3,8 @@
 ``copy_project`` makes the copy (its own data/ and, through kedro-mlflow's conf, its own ``mlflow.db``),
 ``run_kedro`` is ``kedro run`` there as from a fresh shell, ``isolated_mlflow`` saves and restores MLflow's
 process-wide state around anything that points MLflow elsewhere. ``TINY_MODEL`` is a model small enough to
-train a few iterations in seconds.
+train a few iterations in seconds. ``project_catalog`` / ``resolved`` resolve dataset names through the
+catalog of conf/base (its dataset factories included) without starting a session.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 import mlflow
 import mlflow.tracking._model_registry.utils as registry_utils
 import mlflow.tracking._tracking_service.utils as tracking_utils
+from kedro.config import OmegaConfigLoader
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro.io import DataCatalog
 from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
@@ -47,6 +50,27 @@ TINY_MODEL: dict[str, Any] = {
     "mask_head_channels": 16,
     "detections_per_img": 10,
 }
+
+
+def project_catalog() -> DataCatalog:
+    """The catalog of conf/base (+ conf/local) as Kedro builds it, patterns and all."""
+    conf = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local")
+    return DataCatalog.from_config(conf["catalog"])
+
+
+def resolved(catalog: DataCatalog, name: str) -> dict[str, Any] | None:
+    """``name`` as ``catalog`` resolves it (an entry or a dataset factory): its type, its file path
+    relative to the project and its kedro-viz layer; ``None`` where nothing matches (Kedro would then keep
+    the data in memory)."""
+    dataset = catalog.get(name)
+    if dataset is None:
+        return None
+    filepath = dataset._describe().get("filepath")
+    return {
+        "type": type(dataset).__name__,
+        "filepath": None if filepath is None else str(filepath),
+        "layer": ((dataset.metadata or {}).get("kedro-viz") or {}).get("layer"),
+    }
 
 
 def copy_project(dest: Path) -> Path:

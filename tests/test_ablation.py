@@ -17,17 +17,18 @@ import pandas as pd
 import pytest
 import torch
 from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
-from kedro_project import TINY_MODEL, copy_project, isolated_mlflow, run_kedro
+from kedro_project import TINY_MODEL, copy_project, isolated_mlflow, project_catalog, resolved, run_kedro
 from mlflow.tracking import MlflowClient
 
 from unipan_pipeline import ablation, pipeline_registry
 from unipan_pipeline.evaluation import METRIC_KEYS
-from unipan_pipeline.pipelines import ablation_cityscapes, ablation_coco
-from unipan_pipeline.pipelines.ablation_cityscapes.nodes import row_bundle
+from unipan_pipeline.pipelines.ablation import create_pipeline as create_study
+from unipan_pipeline.pipelines.ablation.nodes import row_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY_PIPELINES = {"ablation_cityscapes": ablation_cityscapes, "ablation_coco": ablation_coco}
+STUDY_PIPELINES = ("ablation_cityscapes", "ablation_coco")
 EVAL_METRICS = ("pq", "pq_th", "pq_st", "sq", "rq", "miou", "ap_box")  # ap_mask: rows with masks only
 SUPPLEMENTARY = {"ablation_cityscapes": ("D2gt",), "ablation_coco": ()}
 """Supplementary rows each study's pipeline adds (D2gt: D2 trained on GT detections, Cityscapes only)."""
@@ -78,8 +79,13 @@ def conf_params() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def catalog_conf() -> dict[str, Any]:
-    return OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local")["catalog"]
+def catalog() -> DataCatalog:
+    return project_catalog()
+
+
+def _study(name: str) -> Pipeline:
+    """The registered study ``name`` (``ablation_cityscapes``, ``ablation_coco``)."""
+    return pipeline_registry.register_pipelines()[name]
 
 
 def _train_nodes(pipe: Pipeline) -> list[Any]:
@@ -94,7 +100,7 @@ def _eval_nodes(pipe: Pipeline) -> list[Any]:
 @pytest.mark.parametrize("name", sorted(STUDY_PIPELINES))
 def test_six_rows_four_trainings_one_report(name: str) -> None:
     dataset = name.removeprefix("ablation_")
-    pipe = STUDY_PIPELINES[name].create_pipeline()
+    pipe = _study(name)
     trains, evals = _train_nodes(pipe), _eval_nodes(pipe)
     extra = SUPPLEMENTARY[name]
     rows = [*ablation.ROWS, *extra]
@@ -129,7 +135,7 @@ def test_six_rows_four_trainings_one_report(name: str) -> None:
 
 
 def test_namespaces_select_rows_as_documented() -> None:
-    pipe = ablation_cityscapes.create_pipeline()
+    pipe = _study("ablation_cityscapes")
 
     def names(*ns: str) -> set[str]:
         return {n.name for n in pipe.only_nodes_with_namespaces(list(ns)).nodes}
@@ -148,22 +154,25 @@ def test_namespaces_select_rows_as_documented() -> None:
     with pytest.raises(ValueError, match="namespaces"):
         pipe.only_nodes_with_namespaces(["C"])  # models are not namespaces
     # the two studies can live in one pipeline (no node or dataset name collides)
-    both = pipe + ablation_coco.create_pipeline()
+    both = pipe + _study("ablation_coco")
     assert len(both.nodes) == 24
 
 
 @pytest.mark.parametrize("name", sorted(STUDY_PIPELINES))
-def test_conf_resolves_every_row(
-    name: str, conf_params: dict[str, Any], catalog_conf: dict[str, Any]
-) -> None:
+def test_conf_resolves_every_row(name: str, conf_params: dict[str, Any], catalog: DataCatalog) -> None:
     study = conf_params[name]
     ablation.validate_study(study, name)
-    pipe = STUDY_PIPELINES[name].create_pipeline()
+    pipe = _study(name)
+    ingested = f"{name.removeprefix('ablation_')}_ingested"
     for ds in pipe.datasets():
         if ds.startswith("params:"):
             assert ds == f"params:{name}"
         else:
-            assert ds in catalog_conf, f"{ds} is not in conf/base/catalog*.yml"
+            entry = resolved(catalog, ds)
+            assert entry and entry["filepath"], f"{ds} matches no entry or factory of conf/base/catalog.yml"
+            folder = "03_primary" if ds == ingested else "06_models" if "_model_" in ds else "08_reporting"
+            assert entry["filepath"].startswith(f"data/{folder}/"), (ds, entry)
+            assert ds == ingested or entry["filepath"].startswith(f"data/{folder}/{name}/"), (ds, entry)
     # the settings of each row, as resolved into the ModelConfig it is evaluated with, are Table 1's
     for row in ablation.study_rows(study):
         cfg = ablation.row_model_config(study, row, name)
@@ -427,9 +436,11 @@ def test_variant_bundle_shares_the_weights(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------------ end to end
 def test_registered_in_the_project() -> None:
     registered = pipeline_registry.register_pipelines()
-    for name, module in STUDY_PIPELINES.items():
-        assert name in registered
-        assert {n.name for n in registered[name].nodes} == {n.name for n in module.create_pipeline().nodes}
+    for name in STUDY_PIPELINES:
+        dataset = name.removeprefix("ablation_")
+        study = create_study(dataset, f"{dataset}_ingested", supplementary=SUPPLEMENTARY[name])
+        assert {n.name for n in registered[name].nodes} == {n.name for n in study.nodes}
+        assert registered[name].inputs() == {f"{dataset}_ingested", f"params:{name}"}
     assert not [n for n in registered["__default__"].nodes if "ablation" in n.tags], (
         "`kedro run` = the demo only"
     )

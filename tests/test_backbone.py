@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import cpu_demo_config
 from torch import nn
 from torchvision.models import resnet18
 from torchvision.ops import FrozenBatchNorm2d
@@ -20,7 +21,7 @@ torch.set_num_threads(1)
 
 
 def _cfg(**kw: object) -> ModelConfig:
-    return ModelConfig.cpu_demo(fpn_channels=32, **kw)
+    return cpu_demo_config(fpn_channels=32, **kw)
 
 
 def test_fpn_keys_strides_and_channels() -> None:

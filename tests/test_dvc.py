@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from kedro.framework.project import configure_project
+from kedro_project import project_catalog, resolved
 
 from unipan_pipeline.pipeline_registry import register_pipelines
 
@@ -173,8 +174,8 @@ def test_deps_outs_metrics_plots(dvc: dict[str, Any]) -> None:
     assert demo["evaluation"]["metrics_path"] == "data/08_reporting/demo/metrics.json"
     assert demo["evaluation"]["predictions_dir"] in _paths(dvc["stages"]["evaluate"]["outs"])
     assert demo["evaluation"]["report_dir"] in _paths(dvc["stages"]["evaluate"]["outs"])
-    catalog = yaml.safe_load((ROOT / "conf/base/catalog_demo.yml").read_text())
-    assert catalog["demo.cityscapes_train_curve"]["filepath"] in plots
+    catalog = project_catalog()
+    assert [resolved(catalog, f"demo.{curve}")["filepath"] for curve in ("train_curve", "val_curve")] == plots
 
 
 @pytest.mark.skipif(not DVC.exists(), reason="dvc is not installed in this environment")

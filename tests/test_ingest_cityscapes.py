@@ -21,8 +21,8 @@ from unipan_pipeline.data.cityscapes import ingest_cityscapes
 from unipan_pipeline.data.dataset import PanopticDataset
 from unipan_pipeline.data.store import MARKER, read_panoptic_png
 from unipan_pipeline.data.transforms import PanopticTransform, TransformConfig
-from unipan_pipeline.pipelines.ingest_cityscapes import create_pipeline
-from unipan_pipeline.pipelines.ingest_cityscapes.nodes import resolve_source
+from unipan_pipeline.pipelines.ingest import create_pipeline
+from unipan_pipeline.pipelines.ingest.nodes import resolve_source
 
 try:
     from unipan_pipeline.synthetic import generate_cityscapes_tree
@@ -184,10 +184,10 @@ def test_kedro_pipeline_source_selection(tree: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="auto, synthetic or real"):
         resolve_source({**params, "source": "kitti"})
     # the registered pipeline needs parameters only (a real tree on a fresh clone has no manifest) ...
-    assert create_pipeline().inputs() == {"params:ingest_cityscapes"}
+    assert create_pipeline("cityscapes").inputs() == {"params:ingest_cityscapes"}
     summary = (
         SequentialRunner()
-        .run(create_pipeline(), DataCatalog({"params:ingest_cityscapes": MemoryDataset(params)}))[
+        .run(create_pipeline("cityscapes"), DataCatalog({"params:ingest_cityscapes": MemoryDataset(params)}))[
             "cityscapes_ingested"
         ]
         .load()
@@ -202,7 +202,7 @@ def test_kedro_pipeline_source_selection(tree: Path, tmp_path: Path) -> None:
             "params:ingest_cityscapes": MemoryDataset({**params, "out_root": str(tmp_path / "after")}),
         }
     )
-    after = create_pipeline(after_generation=True)
+    after = create_pipeline("cityscapes", after_generation=True)
     assert "synthetic_cityscapes_manifest" in after.inputs()
     summary = SequentialRunner().run(after, catalog)["cityscapes_ingested"].load()
     assert summary["splits"]["val"]["images"] == 1

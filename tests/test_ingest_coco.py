@@ -16,7 +16,7 @@ from PIL import Image
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.data.coco import PANOPTICAPI_SAMPLE, ingest_coco, ingest_panopticapi_sample
 from unipan_pipeline.data.store import MARKER, load_ingested
-from unipan_pipeline.pipelines.ingest_coco import create_pipeline
+from unipan_pipeline.pipelines.ingest import create_pipeline
 
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "panopticapi_sample"
 pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"panopticapi sample not found at {SAMPLE}")
@@ -141,7 +141,7 @@ def test_kedro_pipeline_on_sample(tmp_path: Path) -> None:
         **PANOPTICAPI_SAMPLE,
     }
     catalog = DataCatalog({"params:ingest_coco": MemoryDataset(params)})
-    outputs = SequentialRunner().run(create_pipeline(), catalog)
+    outputs = SequentialRunner().run(create_pipeline("coco"), catalog)
     summary = outputs["coco_ingested"].load()
     assert summary["splits"] == {"val": {"images": 2, "segments": 50, "things": 40, "crowd": 3}}
     assert len(load_ingested(tmp_path / "coco", "val").images) == 2

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from builders import make_panoptic_sample, params_without_grad, tiny_config
+from builders import conf_model_config, make_panoptic_sample, params_without_grad, tiny_config
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from unipan_pipeline.categories import CategoryMap
@@ -254,7 +254,7 @@ def test_config_from_dict() -> None:
         ModelConfig(use_masks=False, inference="heuristic")
     default = ModelConfig()
     assert (default.backbone_depth, default.pretrained, default.norm) == (50, "imagenet", "frozen_bn")
-    city = ModelConfig.cityscapes()
+    city = conf_model_config("train_cityscapes")
     assert (city.loss_weight_det, city.loss_weight_sem, city.loss_weight_pan) == (0.25, 1.0, 1.0)
     assert (default.loss_weight_det, default.loss_weight_sem, default.loss_weight_pan) == (1.0, 0.2, 0.1)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from builders import cpu_demo_config
 from official import official_pq_compute
 from panopticapi.utils import id2rgb
 from PIL import Image
@@ -128,7 +129,7 @@ def overfit_config(**changes: object) -> ModelConfig:
         void_unclaimed_things=True,
     )
     values.update(changes)
-    return ModelConfig.cpu_demo(**values)
+    return cpu_demo_config(**values)
 
 
 def score(

@@ -1,5 +1,6 @@
-"""Pipeline structure: the registry, the default (demo) pipeline's wiring and namespacing, parameters that
-resolve in conf/base, catalog entries for every persisted dataset, the paper's values in the Cityscapes and
+"""Pipeline structure: the registry (every pipeline name of the command line), the stages composed per data
+set, the default (demo) pipeline's wiring and namespacing, parameters that resolve in conf/base, every
+dataset resolving through the catalog (its factories) to its file, the paper's values in the Cityscapes and
 COCO configurations."""
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import pytest
 import yaml
 from kedro.config import OmegaConfigLoader
 from kedro.framework.project import configure_project
+from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
+from kedro_project import project_catalog, resolved
 
+from unipan_pipeline import ablation
 from unipan_pipeline.data import TransformConfig
 from unipan_pipeline.experiment.common import check_keys
 from unipan_pipeline.experiment.evaluate import EVAL_KEYS, EVAL_REQUIRED
@@ -21,6 +25,7 @@ from unipan_pipeline.experiment.train import TrainParams
 from unipan_pipeline.model import ModelConfig
 from unipan_pipeline.params import from_params
 from unipan_pipeline.pipeline_registry import register_pipelines
+from unipan_pipeline.pipelines import ingest
 from unipan_pipeline.training import TrainerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +41,59 @@ EXPECTED = {
     "evaluate_cityscapes",
     "train_coco",
     "evaluate_coco",
+    "ablation_cityscapes",
+    "ablation_coco",
+    "robustness_cityscapes",
     "predict",
 }
+"""Every pipeline name users type (``kedro run --pipelines=...``, DVC, the README)."""
+
+
+def _ablation_paths(dataset: str, models: list[str], rows: list[str]) -> dict[str, str]:
+    models_dir, report = f"data/06_models/ablation_{dataset}", f"data/08_reporting/ablation_{dataset}"
+    return {
+        **{f"ablation_{dataset}_model_{m}": f"{models_dir}/{m}/model.json" for m in models},
+        **{f"ablation_{dataset}_row_{r}": f"{report}/rows/{r}.json" for r in rows},
+        f"ablation_{dataset}_table": f"{report}/table.csv",
+        f"ablation_{dataset}_paper_table": f"{report}/paper_table1.csv",
+        f"ablation_{dataset}_table_md": f"{report}/table.md",
+        f"ablation_{dataset}_metrics": f"{report}/metrics.json",
+        f"ablation_{dataset}_claims": f"{report}/claims.json",
+        f"ablation_{dataset}_table_seeds": f"{report}/table_seeds.csv",
+        f"ablation_{dataset}_table_intervals": f"{report}/table_intervals.csv",
+    }
+
+
+PATHS: dict[str, str] = {
+    "synthetic_cityscapes_manifest": "data/01_raw/synthetic_cityscapes_manifest.json",
+    "cityscapes_ingested": "data/03_primary/cityscapes_ingested.json",
+    "coco_ingested": "data/03_primary/coco_ingested.json",
+    "cityscapes.model": "data/06_models/cityscapes/model.json",
+    "cityscapes.train_curve": "data/08_reporting/cityscapes/train_curve.csv",
+    "cityscapes.val_curve": "data/08_reporting/cityscapes/val_curve.csv",
+    "cityscapes.evaluation": "data/08_reporting/cityscapes/evaluation.json",
+    "cityscapes.registration": "data/08_reporting/cityscapes/registration.json",
+    "robustness_cityscapes_table": "data/08_reporting/robustness_cityscapes/table.csv",
+    "robustness_cityscapes_table_md": "data/08_reporting/robustness_cityscapes/table.md",
+    "robustness_cityscapes_summary": "data/08_reporting/robustness_cityscapes/summary.json",
+    "coco.model": "data/06_models/coco/model.json",
+    "coco.train_curve": "data/08_reporting/coco/train_curve.csv",
+    "coco.val_curve": "data/08_reporting/coco/val_curve.csv",
+    "coco.evaluation": "data/08_reporting/coco/evaluation.json",
+    "coco.registration": "data/08_reporting/coco/registration.json",
+    "demo.model": "data/06_models/demo/model.json",
+    "demo.train_curve": "data/08_reporting/demo/train_curve.csv",
+    "demo.val_curve": "data/08_reporting/demo/val_curve.csv",
+    "demo.evaluation": "data/08_reporting/demo/evaluation.json",
+    "demo.registration": "data/08_reporting/demo/registration.json",
+    "predict_summary": "data/07_model_output/predict_summary.json",
+    **_ablation_paths("cityscapes", ["A", "B", "C", "D", "Dgt"], [*ablation.ROWS, "D2gt"]),
+    **_ablation_paths("coco", ["A", "B", "C", "D"], list(ablation.ROWS)),
+}
+"""Every dataset of every registered pipeline -> its file, as before the stages were composed per data set
+(dvc.yaml's outs, the README and users' data depend on these paths)."""
+DATASET_TYPE = {"json": "JSONDataset", "csv": "CSVDataset", "md": "TextDataset"}
+LAYER_OF_FOLDER = {"01": "raw", "03": "primary", "06": "models", "07": "model_output", "08": "reporting"}
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +120,70 @@ def _lookup(params: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+@pytest.fixture(scope="module")
+def catalog() -> DataCatalog:
+    return project_catalog()
+
+
 def test_registry_lists_every_pipeline(pipelines: dict[str, Pipeline]) -> None:
-    assert set(pipelines) >= EXPECTED  # other helpers add pipelines (ablations); these must be there
-    folders = {
+    assert set(pipelines) == EXPECTED
+    assert pipelines["__default__"] is pipelines["demo"]
+    # every stage package of pipelines/ is used by a registered pipeline
+    stages = {
         p.name for p in (ROOT / "src/unipan_pipeline/pipelines").iterdir() if (p / "__init__.py").is_file()
     }
-    assert folders <= set(pipelines), f"pipeline folders not registered: {folders - set(pipelines)}"
-    assert pipelines["__default__"] is pipelines["demo"]
+    used = {n.func.__module__.split(".")[2] for pipe in pipelines.values() for n in pipe.nodes}
+    assert (
+        stages
+        == used
+        == {
+            "generate_synthetic",
+            "ingest",
+            "train",
+            "evaluate",
+            "ablation",
+            "robustness",
+            "predict",
+        }
+    )
+
+
+@pytest.mark.parametrize("dataset", ["cityscapes", "coco"])
+def test_each_stage_is_one_pipeline_in_the_namespace_of_its_data_set(
+    dataset: str, pipelines: dict[str, Pipeline]
+) -> None:
+    """``train_coco`` is the ``train`` stage in the namespace ``coco`` with ``params:train_coco``, ..."""
+    ingested = f"{dataset}_ingested"
+    assert pipelines[f"ingest_{dataset}"].inputs() == {f"params:ingest_{dataset}"}
+    assert pipelines[f"ingest_{dataset}"].outputs() == {ingested}
+    train = pipelines[f"train_{dataset}"]
+    assert [n.name for n in train.nodes] == [f"{dataset}.train_model"]
+    assert train.inputs() == {ingested, f"params:train_{dataset}"}
+    assert train.outputs() == {f"{dataset}.model", f"{dataset}.train_curve", f"{dataset}.val_curve"}
+    evaluate = pipelines[f"evaluate_{dataset}"]
+    assert [n.name for n in evaluate.nodes] == [f"{dataset}.evaluate_model", f"{dataset}.register_model"]
+    assert evaluate.inputs() == {f"{dataset}.model", f"params:evaluate_{dataset}"}
+    assert evaluate.outputs() == {f"{dataset}.registration"}
+    assert {n.namespace for p in (train, evaluate) for n in p.nodes} == {dataset}
+    assert pipelines[f"ablation_{dataset}"].inputs() == {ingested, f"params:ablation_{dataset}"}
+    # one function per stage, whatever the data set
+    assert train.nodes[0].func is pipelines["demo_train"].nodes[0].func
+    assert [n.func for n in evaluate.nodes] == [n.func for n in pipelines["demo_evaluate"].nodes]
+
+
+def test_robustness_and_ingestion_stages(pipelines: dict[str, Pipeline]) -> None:
+    """Once per data set, not namespaced: nodes and datasets keep the names of their pipeline."""
+    robustness = pipelines["robustness_cityscapes"]
+    assert robustness.inputs() == {"params:robustness_cityscapes"}
+    assert [n.name for n in robustness.nodes] == ["measure_robustness_cityscapes"]
+    for dataset in ("cityscapes", "coco"):
+        assert [n.name for n in pipelines[f"ingest_{dataset}"].nodes] == [f"ingest_{dataset}"]
+    coco, cityscapes = pipelines["ingest_coco"].nodes[0], pipelines["ingest_cityscapes"].nodes[0]
+    assert coco.func is not cityscapes.func  # the two converters
+    with pytest.raises(ValueError, match="no ingestion for data set 'kitti'"):
+        ingest.create_pipeline("kitti")
+    with pytest.raises(ValueError, match="generator writes Cityscapes"):
+        ingest.create_pipeline("coco", after_generation=True)
 
 
 def test_default_pipeline_wiring(pipelines: dict[str, Pipeline]) -> None:
@@ -83,38 +196,43 @@ def test_default_pipeline_wiring(pipelines: dict[str, Pipeline]) -> None:
         "demo.evaluate_model",
         "demo.register_model",
     ]
+    assert nodes["ingest_cityscapes"].inputs == ["synthetic_cityscapes_manifest", "params:ingest_cityscapes"]
     assert nodes["demo.train_model"].inputs == ["cityscapes_ingested", "params:demo"]
-    assert nodes["demo.train_model"].outputs == [
-        "demo.cityscapes_model",
-        "demo.cityscapes_train_curve",
-        "demo.cityscapes_val_curve",
-    ]
-    assert nodes["demo.evaluate_model"].inputs == ["demo.cityscapes_model", "params:demo.evaluation"]
-    assert nodes["demo.register_model"].inputs == [
-        "demo.cityscapes_model",
-        "demo.cityscapes_evaluation",
-        "params:demo.evaluation",
-    ]
+    assert nodes["demo.train_model"].outputs == ["demo.model", "demo.train_curve", "demo.val_curve"]
+    assert nodes["demo.evaluate_model"].inputs == ["demo.model", "params:demo.evaluation"]
+    assert nodes["demo.register_model"].inputs == ["demo.model", "demo.evaluation", "params:demo.evaluation"]
     free = {i for i in default.inputs() if not i.startswith("params:")}
     assert free == set(), f"the default pipeline must not need external data, needs {free}"
-    # the demo steps are exactly the Cityscapes pipelines with remapped parameters
+    # the demo steps are the stages of train_cityscapes / evaluate_cityscapes with the demo's parameters
     assert len(pipelines["demo_train"].nodes) == len(pipelines["train_cityscapes"].nodes)
     assert pipelines["demo_train"].inputs() == {"cityscapes_ingested", "params:demo"}
     assert pipelines["train_cityscapes"].inputs() == {"cityscapes_ingested", "params:train_cityscapes"}
-    assert pipelines["demo_evaluate"].inputs() == {"demo.cityscapes_model", "params:demo.evaluation"}
+    assert pipelines["demo_evaluate"].inputs() == {"demo.model", "params:demo.evaluation"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_params_resolve_and_datasets_are_in_the_catalog(
-    name: str, pipelines: dict[str, Pipeline], parameters: dict[str, Any], conf: OmegaConfigLoader
+    name: str, pipelines: dict[str, Pipeline], parameters: dict[str, Any], catalog: DataCatalog
 ) -> None:
-    catalog = conf["catalog"]
+    """Every dataset of every pipeline resolves through conf/base/catalog.yml (an entry or a factory) to a
+    file - nothing a pipeline writes stays in memory - and to the path it always had."""
     pipe = pipelines[name]
     for ds in pipe.datasets():
         if ds.startswith("params:"):
             _lookup(parameters, ds[len("params:") :])
-        else:
-            assert ds in catalog, f"{name}: dataset {ds!r} has no entry in conf/base/catalog*.yml"
+            continue
+        entry = resolved(catalog, ds)
+        assert entry is not None, f"{name}: {ds!r} matches no entry or factory of conf/base/catalog.yml"
+        assert ds in PATHS, f"{name}: {ds!r} is new; add its path to PATHS"
+        assert entry["filepath"] == PATHS[ds], f"{name}: {ds} resolves to {entry['filepath']}"
+        assert entry["type"] == DATASET_TYPE[PATHS[ds].rsplit(".", 1)[1]], (ds, entry)
+        assert entry["layer"] == LAYER_OF_FOLDER[PATHS[ds].split("/")[1][:2]], (ds, entry)
+
+
+def test_paths_cover_every_dataset_of_the_registry(pipelines: dict[str, Pipeline]) -> None:
+    used = {ds for p in pipelines.values() for ds in p.datasets() if not ds.startswith("params:")}
+    assert used == set(PATHS)
+    assert len(set(PATHS.values())) == len(PATHS), "two datasets share a file"
 
 
 @pytest.mark.parametrize("ns", ["train_cityscapes", "train_coco", "demo"])

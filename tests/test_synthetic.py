@@ -278,7 +278,7 @@ def test_kedro_pipeline_and_parameters(tmp_path: Path) -> None:
     # the yml lists every knob (the demo preset departs from the defaults on purpose)
     assert set(params["scene"]) == set(SceneConfig().to_dict())
     SceneConfig.from_mapping(params["scene"]).validate()
-    catalog = yaml.safe_load((REPO / "conf/base/catalog_generate_synthetic.yml").read_text())
+    catalog = yaml.safe_load((REPO / "conf/base/catalog.yml").read_text())
     assert catalog["synthetic_cityscapes_manifest"]["type"] == "json.JSONDataset"
     small = {
         **params,

@@ -1,79 +1,110 @@
-"""Project pipelines.
+"""Project pipelines: the stages of ``pipelines/`` composed per data set and configuration.
 
-Every folder of ``pipelines/`` is registered under its name (``generate_synthetic``, ``ingest_cityscapes``,
-``ingest_coco``, ``train_cityscapes``, ``evaluate_cityscapes``, ``train_coco``, ``evaluate_coco``,
-``predict``, ``ablation_cityscapes``, ``ablation_coco``, ``robustness_cityscapes`` - Fig. 1's experiment on
-one trained model, by default the demo's). The demo reuses the Cityscapes training and evaluation pipelines
-in the namespace ``demo``: their parameters are remapped (``params:train_cityscapes`` -> ``params:demo``,
-``params:evaluate_cityscapes`` -> ``params:demo.evaluation``) and their datasets prefixed
-(``demo.cityscapes_model``, ...):
+Each stage is written once. ``train`` and ``evaluate`` run in several configurations - the paper's
+Cityscapes and COCO ones and the demo - so they use generic names (``ingested``, ``params:train`` ->
+``model``, ``train_curve``, ...; ``params:evaluate`` -> ``evaluation``, ``registration``) and are put here
+in a namespace, ``cityscapes``, ``coco`` or ``demo``, which prefixes their datasets (``cityscapes.model``,
+the catalog's factory ``{namespace}.model``) while their parameters are mapped onto the names of
+``conf/base/parameters_<pipeline>.yml``. ``ingest``, ``ablation`` and ``robustness`` exist once per data set
+and take it as an argument, keeping their node and dataset names (``ingest_cityscapes`` ->
+``cityscapes_ingested``, which every namespace on that data set reads; the ablation's rows are namespaces
+themselves, ``--namespaces=B``)::
 
-* ``demo_train``, ``demo_evaluate`` - the demo's training and evaluation (+ registration) steps (DVC stages);
-* ``demo`` = ``__default__`` (``kedro run``, ``make demo``): generate_synthetic -> ingest_cityscapes ->
-  demo_train -> demo_evaluate, on the generated street scenes.
+    pipeline               namespace     stage                       parameters
+    generate_synthetic     -             generate_synthetic          params:generate_synthetic
+    ingest_<ds>            -             ingest(<ds>)                params:ingest_<ds>
+    train_<ds>             <ds>          train                       params:train_<ds>
+    evaluate_<ds>          <ds>          evaluate (+ registration)   params:evaluate_<ds>
+    ablation_<ds>          the rows      ablation(<ds>), Table 1     params:ablation_<ds>
+    robustness_cityscapes  -             robustness(cityscapes)      params:robustness_cityscapes
+    predict                -             predict                     params:predict
+    demo_train             demo          train (cityscapes_ingested) params:demo
+    demo_evaluate          demo          evaluate (+ registration)   params:demo.evaluation
+    demo = __default__     generate_synthetic -> ingest_cityscapes (waiting for the generator's
+                           manifest) -> demo_train -> demo_evaluate
 
-Discovery is done here rather than with Kedro's ``find_pipelines()``: in Kedro 1.7 ``find_pipelines`` honours
-the ``--pipelines`` filter of the command line and raises for a requested name that is not a folder, which the
-composed ``demo_*`` pipelines are not (``kedro run --pipelines=demo_train`` would fail).
+with ``<ds>`` = ``cityscapes`` or ``coco``.
+
+Pipelines are listed here rather than found with Kedro's ``find_pipelines()``: in Kedro 1.7
+``find_pipelines`` honours the ``--pipelines`` filter of the command line and raises for a requested name
+that is not a folder, which most of these names are not.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.resources
-
 from kedro.pipeline import Pipeline
 
 from unipan_pipeline.pipelines import (
-    evaluate_cityscapes,
+    ablation,
+    evaluate,
     generate_synthetic,
-    ingest_cityscapes,
-    train_cityscapes,
+    ingest,
+    predict,
+    robustness,
+    train,
 )
 
+DATASETS = ("cityscapes", "coco")
 DEMO_NAMESPACE = "demo"
+DEMO_DATASET = "cityscapes"
+SUPPLEMENTARY_ROWS: dict[str, tuple[str, ...]] = {"cityscapes": ("D2gt",)}
+"""Rows of :data:`unipan_pipeline.ablation.SUPPLEMENTARY_ROWS` each data set's study adds."""
+ROBUSTNESS_DATASETS = ("cityscapes",)
 
 
-def demo_pipelines() -> dict[str, Pipeline]:
-    """``demo_train``, ``demo_evaluate`` (Cityscapes pipelines, demo parameters) and ``demo``."""
-    train = Pipeline(
-        train_cityscapes.create_pipeline(),
-        namespace=DEMO_NAMESPACE,
-        inputs={"cityscapes_ingested"},
-        parameters={"params:train_cityscapes": f"params:{DEMO_NAMESPACE}"},
+def train_pipeline(namespace: str, params: str, dataset: str) -> Pipeline:
+    """``train`` in ``namespace`` on the ingested ``dataset`` with the parameters ``params``."""
+    return Pipeline(
+        train.create_pipeline(),
+        namespace=namespace,
+        inputs={"ingested": ingest.ingested(dataset)},
+        parameters={"params:train": params},
     )
-    evaluate = Pipeline(
-        evaluate_cityscapes.create_pipeline(),
-        namespace=DEMO_NAMESPACE,
-        parameters={"params:evaluate_cityscapes": f"params:{DEMO_NAMESPACE}.evaluation"},
-    )
-    ingest = ingest_cityscapes.create_pipeline(after_generation=True)
-    demo = generate_synthetic.create_pipeline() + ingest + train + evaluate
-    return {"demo_train": train, "demo_evaluate": evaluate, "demo": demo}
 
 
-def folder_pipelines() -> dict[str, Pipeline]:
-    """``create_pipeline()`` of every package in ``pipelines/``, by folder name (import errors raise)."""
-    package = "unipan_pipeline.pipelines"
-    found: dict[str, Pipeline] = {}
-    for entry in sorted(importlib.resources.files(package).iterdir(), key=lambda e: e.name):
-        if (
-            not entry.is_dir()
-            or entry.name.startswith((".", "_"))
-            or not entry.joinpath("__init__.py").is_file()
-        ):
-            continue
-        module = importlib.import_module(f"{package}.{entry.name}")
-        create = getattr(module, "create_pipeline", None)
-        if create is None:
-            raise ImportError(f"{package}.{entry.name} has no create_pipeline()")
-        found[entry.name] = create()
+def evaluate_pipeline(namespace: str, params: str) -> Pipeline:
+    """``evaluate`` (+ registration) in ``namespace`` with the parameters ``params``."""
+    return Pipeline(evaluate.create_pipeline(), namespace=namespace, parameters={"params:evaluate": params})
+
+
+def dataset_pipelines(dataset: str) -> dict[str, Pipeline]:
+    """``ingest_<dataset>``, ``train_<dataset>``, ``evaluate_<dataset>``, ``ablation_<dataset>`` and, where
+    configured, ``robustness_<dataset>``."""
+    found = {
+        f"ingest_{dataset}": ingest.create_pipeline(dataset),
+        f"train_{dataset}": train_pipeline(dataset, f"params:train_{dataset}", dataset),
+        f"evaluate_{dataset}": evaluate_pipeline(dataset, f"params:evaluate_{dataset}"),
+        f"ablation_{dataset}": ablation.create_pipeline(
+            dataset, ingest.ingested(dataset), supplementary=SUPPLEMENTARY_ROWS.get(dataset, ())
+        ),
+    }
+    if dataset in ROBUSTNESS_DATASETS:
+        found[f"robustness_{dataset}"] = robustness.create_pipeline(dataset)
     return found
 
 
+def demo_pipelines() -> dict[str, Pipeline]:
+    """``demo_train``, ``demo_evaluate`` (the stages in the namespace ``demo``, demo parameters, on
+    ``cityscapes_ingested``) and ``demo`` = generate -> ingest -> train -> evaluate."""
+    demo_train = train_pipeline(DEMO_NAMESPACE, f"params:{DEMO_NAMESPACE}", DEMO_DATASET)
+    demo_evaluate = evaluate_pipeline(DEMO_NAMESPACE, f"params:{DEMO_NAMESPACE}.evaluation")
+    demo = (
+        generate_synthetic.create_pipeline()
+        + ingest.create_pipeline(DEMO_DATASET, after_generation=True)
+        + demo_train
+        + demo_evaluate
+    )
+    return {"demo_train": demo_train, "demo_evaluate": demo_evaluate, "demo": demo}
+
+
 def register_pipelines() -> dict[str, Pipeline]:
-    """Every pipeline of ``pipelines/``, the demo steps and the default pipeline (= ``demo``)."""
-    pipelines = folder_pipelines()
+    """Every pipeline by the name users type (``kedro run --pipelines=...``); the default is ``demo``."""
+    pipelines: dict[str, Pipeline] = {
+        "generate_synthetic": generate_synthetic.create_pipeline(),
+        "predict": predict.create_pipeline(),
+    }
+    for dataset in DATASETS:
+        pipelines.update(dataset_pipelines(dataset))
     pipelines.update(demo_pipelines())
     pipelines["__default__"] = pipelines["demo"]
     return pipelines

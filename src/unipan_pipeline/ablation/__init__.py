@@ -38,9 +38,9 @@ Resolution (:func:`training_params`, :func:`row_model_config`): model M with see
 ``ModelConfig(**{**base.model, **models[M]})`` and ``trainer.seed = s`` into ``<models_dir>/<M>/seed<s>/``;
 row R is evaluated, for every seed, with ``ModelConfig(**{**base.model, **models[ROW_MODEL[R]], **rows[R]})``
 (the row's keys act at inference only: the trained weights are shared). Which row uses which model is the
-paper's design (:data:`ROW_MODEL`), not a setting. The Kedro pipelines (``pipelines/ablation_cityscapes``,
-``ablation_coco``) put each row in its own namespace and each model's training in the namespace of its argmax
-row (:data:`TRAINING_ROW`); see that package for ``--namespaces``.
+paper's design (:data:`ROW_MODEL`), not a setting. The Kedro pipelines (``ablation_cityscapes``,
+``ablation_coco``: the stage ``pipelines/ablation``) put each row in its own namespace and each model's
+training in the namespace of its argmax row (:data:`TRAINING_ROW`); see that package for ``--namespaces``.
 
 Figures are reported like Table 1, in percent, as the mean over the seeds with its Student-t interval
 (:func:`mean_interval`). Each claim of the paper is judged from the interval of the PAIRED differences (row X

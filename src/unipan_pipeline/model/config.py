@@ -2,7 +2,8 @@
 
 The defaults are the paper's (ResNet-50-FPN, ImageNet weights, frozen BN, Mask R-CNN head, dense instance
 affinity, end-to-end training with the panoptic matching loss, argmax inference, variant C of the dynamic
-potential; sec. 3 and 4). A CPU demo is the same class with other values, see :meth:`ModelConfig.cpu_demo`.
+potential; sec. 3 and 4). The configurations that depart from them - the paper's Cityscapes loss weights, the
+slim CPU demo - are presets of ``conf/base/parameters_<pipeline>.yml`` (``model:``), their one source.
 """
 
 from __future__ import annotations
@@ -191,38 +192,3 @@ class ModelConfig:
     def replace(self, **changes: Any) -> ModelConfig:
         """Copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def cityscapes(cls, **changes: Any) -> ModelConfig:
-        """Paper's Cityscapes setting: loss weights det 0.25, sem 1.0, pan 1.0."""
-        return cls(loss_weight_det=0.25, loss_weight_sem=1.0, loss_weight_pan=1.0, **changes)
-
-    @classmethod
-    def cpu_demo(cls, **changes: Any) -> ModelConfig:
-        """Slim model for training from scratch on a CPU (see design/cpu-training-notes.md): ResNet-18, BN,
-        FPN 128, anchors matched to small objects, fewer proposals and RoIs, slim box/mask heads."""
-        values: dict[str, Any] = dict(
-            backbone_depth=18,
-            pretrained="none",
-            norm="bn",
-            trainable_layers=5,
-            fpn_channels=128,
-            semantic_channels=64,
-            affinity_channels=64,
-            anchor_sizes=(8, 16, 32, 64, 128),
-            aspect_ratios=(0.5, 1.0, 2.0),
-            rpn_pre_nms_top_n_train=300,
-            rpn_post_nms_top_n_train=100,
-            rpn_pre_nms_top_n_test=300,
-            rpn_post_nms_top_n_test=100,
-            roi_batch_size_per_image=128,
-            box_head_channels=512,
-            mask_head_convs=2,
-            mask_head_channels=128,
-            detections_per_img=50,
-            loss_weight_det=1.0,
-            loss_weight_sem=1.0,
-            loss_weight_pan=1.0,
-        )
-        values.update(changes)
-        return cls(**values)

@@ -1,4 +1,4 @@
-"""Nodes of the ablation pipelines (Table 1 of the paper): train a model, evaluate a row, build the report.
+"""Nodes of the ``ablation`` stage (Table 1 of the paper): train a model, evaluate a row, build the report.
 
 They reuse the experiment glue (:func:`~unipan_pipeline.experiment.train_experiment`,
 :func:`~unipan_pipeline.experiment.evaluate_experiment`) for each seed of ``params:ablation_<dataset>.seeds``

@@ -1,4 +1,4 @@
-"""Nodes of the evaluation pipelines (thin wrappers around :mod:`unipan_pipeline.experiment`)."""
+"""Nodes of the ``evaluate`` stage (thin wrappers around :mod:`unipan_pipeline.experiment`)."""
 
 from __future__ import annotations
 

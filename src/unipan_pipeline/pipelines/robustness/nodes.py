@@ -1,4 +1,4 @@
-"""Node of the robustness pipeline (a thin wrapper around :mod:`unipan_pipeline.experiment.robustness`)."""
+"""Node of the ``robustness`` stage (a thin wrapper around :mod:`unipan_pipeline.experiment.robustness`)."""
 
 from __future__ import annotations
 
@@ -26,12 +26,14 @@ def measure_robustness(params: dict[str, Any]) -> tuple[pd.DataFrame, str, dict[
     argmax(Psi) and the heuristic merger; table, Markdown, plot, logged to the active MLflow run.
 
     Args:
-        params: ``params:robustness_cityscapes`` (schema in :mod:`unipan_pipeline.experiment.robustness`).
+        params: ``params:robustness_<dataset>`` (schema in :mod:`unipan_pipeline.experiment.robustness`).
+            The last folder of ``report_dir`` names it in error messages (``robustness_cityscapes``).
 
     Returns:
         ``(table in percent, Markdown report, summary)``.
     """
-    result = robustness_experiment(params, name="robustness_cityscapes")
+    name = Path(str(params.get("report_dir", "robustness"))).name
+    result = robustness_experiment(params, name=name)
     table = robustness_table(result)
     markdown = robustness_markdown(table, result)
     plot = plot_robustness(table, Path(str(params["report_dir"])) / PLOT_NAME)

@@ -1,4 +1,4 @@
-"""Nodes of the training pipelines (thin wrappers around :mod:`unipan_pipeline.experiment`)."""
+"""Node of the ``train`` stage (a thin wrapper around :mod:`unipan_pipeline.experiment`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def train_model(ingest_summary: Any, params: dict[str, Any]) -> tuple[dict, pd.D
     """Train the panoptic network on an ingested data set; log the run to MLflow.
 
     Args:
-        ingest_summary: output of the ingestion pipeline (ordering dependency only; the data are read from
+        ingest_summary: output of the ``ingest`` stage (ordering dependency only; the data are read from
             ``params["ingested_root"]``).
         params: a training namespace (``params:train_cityscapes``, ``params:train_coco``, ``params:demo``);
             schema in :mod:`unipan_pipeline.experiment.train`. The last folder of ``output_dir`` names the

@@ -1,4 +1,5 @@
-"""``ablation_cityscapes``: Table 1 of the paper on the ingested Cityscapes data (real or generated).
+"""The ``ablation`` stage: Table 1 of the paper on one ingested data set (``ablation_cityscapes``: the
+Cityscapes data, real or generated; ``ablation_coco``: COCO panoptic).
 
 One Kedro namespace per row of Table 1 (``A``, ``B``, ``C1``, ``C2``, ``D1``, ``D2``); four training nodes
 and six evaluation nodes, because C1/C2 and D1/D2 share a trained model. Each training node trains its model
@@ -30,9 +31,12 @@ Kedro 1.7's ``--namespaces=X`` keeps the nodes whose namespace is ``X`` or start
 * the report is in no namespace: after single rows, rebuild it from the six saved row results with
   ``kedro run --pipelines=ablation_cityscapes --nodes=cityscapes_ablation_report``.
 
-Datasets are named ``ablation_<dataset>_*`` (not prefixed by the row namespace) so that the Cityscapes and
-COCO studies never collide; parameters are the study's ``params:ablation_<dataset>``, resolved per model / row
-by :mod:`unipan_pipeline.ablation`.
+Unlike the other stages, the study is not put in the data set's namespace by the registry: nested under
+``cityscapes``, the rows would be ``cityscapes.B`` and ``--namespaces=B`` would no longer find row B. So the
+data set is an argument of :func:`create_pipeline` and datasets are named ``ablation_<dataset>_*`` (not
+prefixed by the row namespace; the catalog's factories ``ablation_{dataset}_model_{model}``, ...) so that
+the Cityscapes and COCO studies never collide; parameters are the study's ``params:ablation_<dataset>``,
+resolved per model / row by :mod:`unipan_pipeline.ablation`.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from typing import Any
 from kedro.pipeline import Node, Pipeline
 
 from unipan_pipeline import ablation
-from unipan_pipeline.pipelines.ablation_cityscapes.nodes import build_report, evaluate_row, train_model
+from unipan_pipeline.pipelines.ablation.nodes import build_report, evaluate_row, train_model
 
 
 def model_dataset(dataset: str, model: str) -> str:
@@ -78,10 +82,10 @@ def _bind(func: Callable[..., Any], **bound: str) -> Callable[..., Any]:
     return node_func
 
 
-def create_study_pipeline(dataset: str, ingested: str, supplementary: tuple[str, ...] = ()) -> Pipeline:
-    """The ablation study on ``dataset`` (``cityscapes`` / ``coco``); ``ingested``: its ingestion summary;
-    ``supplementary``: rows of :data:`unipan_pipeline.ablation.SUPPLEMENTARY_ROWS` to add (their study
-    parameters must declare them)."""
+def create_pipeline(dataset: str, ingested: str, supplementary: tuple[str, ...] = ()) -> Pipeline:
+    """The ablation study on ``dataset`` (``cityscapes`` / ``coco``); ``ingested``: its ingestion summary
+    (``cityscapes_ingested``); ``supplementary``: rows of :data:`unipan_pipeline.ablation.SUPPLEMENTARY_ROWS`
+    to add (their study parameters must declare them)."""
     study = f"params:ablation_{dataset}"
     rows = [*ablation.ROWS, *supplementary]
     models = [*ablation.MODELS, *(ablation.ROW_MODEL[r] for r in supplementary)]
@@ -118,7 +122,3 @@ def create_study_pipeline(dataset: str, ingested: str, supplementary: tuple[str,
         )
     )
     return Pipeline(nodes)
-
-
-def create_pipeline(**kwargs: object) -> Pipeline:
-    return create_study_pipeline("cityscapes", "cityscapes_ingested", supplementary=("D2gt",))

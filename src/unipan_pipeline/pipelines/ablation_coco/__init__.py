@@ -1,5 +1,0 @@
-"""``ablation_coco``: Table 1 of the paper (rows A, B, C1, C2, D1, D2) on the ingested COCO panoptic data."""
-
-from unipan_pipeline.pipelines.ablation_coco.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]

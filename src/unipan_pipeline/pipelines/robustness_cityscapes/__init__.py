@@ -1,5 +1,0 @@
-"""``robustness_cityscapes``: Fig. 1's claim measured - PQ things under shrunk / shifted boxes."""
-
-from unipan_pipeline.pipelines.robustness_cityscapes.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
