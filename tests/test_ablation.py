@@ -24,8 +24,8 @@ from mlflow.tracking import MlflowClient
 
 from unipan_pipeline import ablation, pipeline_registry
 from unipan_pipeline.evaluation import METRIC_KEYS
+from unipan_pipeline.experiment.ablation import row_bundle
 from unipan_pipeline.pipelines.ablation import create_pipeline as create_study
-from unipan_pipeline.pipelines.ablation.nodes import row_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_PIPELINES = ("ablation_cityscapes", "ablation_coco")

@@ -297,6 +297,23 @@ def test_fake_tracker_records_like_the_mlflow_logger(tmp_path: Path) -> None:
     assert tracker.aliases[("m", "champion")] == 3
 
 
+def test_fake_tracker_study_runs_nest_like_mlflow() -> None:
+    tracker = FakeTracker()
+    parent = tracker.study_run("ablation_toy", {"ablation_role": "study"})
+    assert tracker.study_run("again", {"ablation_study": "toy"}) is parent  # the active run
+    with tracker.child_run(parent, "train A seed0", {"ablation_role": "model"}) as child:
+        assert tracker.study_run("ignored", {}) is child
+        with tracker.start_run("ablation_toy-A") as run:  # the glue logs into the active child
+            assert run is child and run.name == "ablation_toy-A"
+    assert tracker.active == [parent] and tracker.children(parent) == [child]
+    assert child.parent_run_id() == parent.run_id and parent.parent_run_id() is None
+    assert parent.tags == {"ablation_role": "study", "ablation_study": "toy"}
+    parent.log_text("a,b\n", "ablation/table.csv")
+    parent.log_dict({"A": {"pq": 0.5}}, "ablation/metrics.json")
+    assert parent.artifacts == ["ablation/table.csv", "ablation/metrics.json"]
+    assert parent.texts["ablation/table.csv"] == "a,b\n" and parent.dicts["ablation/metrics.json"]["A"]
+
+
 def test_study_parent_and_child_runs(store, monkeypatch: pytest.MonkeyPatch) -> None:
     root, _ = store
     monkeypatch.chdir(root)

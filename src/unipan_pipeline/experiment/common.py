@@ -37,7 +37,7 @@ from unipan_pipeline.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from unipan_pipeline.devices import resolve_device
 from unipan_pipeline.fileio.atomic import atomic_write, write_text_atomic
 from unipan_pipeline.params import check_mapping
-from unipan_pipeline.tracking.tracker import DEFAULT_EXPERIMENT  # noqa: F401 - the ablation nodes import it here
+from unipan_pipeline.tracking.tracker import DEFAULT_EXPERIMENT  # noqa: F401 - kept for old imports
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@
 * :mod:`.fake` -- an in-memory tracker for tests.
 
 ``training/`` and ``model/`` never import this package: the training loop only sees a ``log_metrics`` sink.
-Importing this package itself does not import MLflow; its MLflow modules do. (The ablation nodes still call
-MLflow directly; :func:`.runs.study_run`, :func:`.runs.child_run` and the logger's ``log_text`` /
-``log_dict`` / ``parent_run_id`` offer what they need.)
+Importing this package itself does not import MLflow; its MLflow modules do. The ablation study
+(:mod:`unipan_pipeline.experiment.ablation`) opens its parent / child runs through ``Tracker.study_run`` /
+``Tracker.child_run`` and logs its report with the logger's ``log_text`` / ``log_dict``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@
 
 Parameters are flattened and rendered exactly as :class:`~.runs.MlflowLogger` sends them to MLflow, and a
 registration moves the alias by the same rule as :func:`~.registry.register_and_promote` (strictly better
-metric, or no readable holder).
+metric, or no readable holder). A study's runs nest as in MLflow: ``study_run`` is the active run or a new
+one left active, ``child_run`` is active inside its block, and ``start_run`` there yields (and renames) it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from unipan_pipeline.tracking.params import DEFAULT_MAX_PARAM_LENGTH, flatten_params, render_param
-from unipan_pipeline.tracking.tracker import PromotionResult
+from unipan_pipeline.tracking.tracker import PromotionResult, RunLogger
 
 
 @dataclass
@@ -37,6 +38,9 @@ class FakeRun:
     tags: dict[str, str] = field(default_factory=dict)
     artifacts: list[str] = field(default_factory=list)
     models: list[dict[str, Any]] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
+    dicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    parent_id: str | None = None
 
     def log_params(self, params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         """Flatten and render like MLflow's logger; a key logged before keeps its first value."""
@@ -83,6 +87,20 @@ class FakeRun:
         )
         return uri
 
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Record a text file of the run's artifacts."""
+        self.texts[artifact_file] = text
+        self.artifacts.append(artifact_file)
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        """Record a JSON file of the run's artifacts."""
+        self.dicts[artifact_file] = dict(data)
+        self.artifacts.append(artifact_file)
+
+    def parent_run_id(self) -> str | None:
+        """The run this one is nested under, if any."""
+        return self.parent_id
+
     def history(self, key: str) -> list[tuple[int, float]]:
         """``[(step, value), ...]`` of metric ``key`` in logging order."""
         return [(step, value) for k, value, step in self.metrics if k == key]
@@ -106,13 +124,53 @@ class FakeTracker:
         self.runs: dict[str, FakeRun] = {}
         self.versions: dict[str, list[FakeVersion]] = {}
         self.aliases: dict[tuple[str, str], int] = {}
+        self.active: list[FakeRun] = []
+
+    def _new_run(self, run_name: str, **fields: Any) -> FakeRun:
+        run = FakeRun(run_id=f"run{len(self.runs)}", name=run_name, **fields)
+        self.runs[run.run_id] = run
+        return run
 
     @contextlib.contextmanager
     def start_run(self, run_name: str) -> Iterator[FakeRun]:
-        """A new run named ``run_name``."""
-        run = FakeRun(run_id=f"run{len(self.runs)}", name=run_name)
-        self.runs[run.run_id] = run
-        yield run
+        """The active run renamed ``run_name`` (as MLflow's under kedro-mlflow or a study's child), else a new
+        one, active inside the block."""
+        if self.active:
+            run = self.active[-1]
+            run.name = run_name
+            yield run
+            return
+        with self._activate(self._new_run(run_name)) as run:
+            yield run
+
+    @contextlib.contextmanager
+    def _activate(self, run: FakeRun) -> Iterator[FakeRun]:
+        self.active.append(run)
+        try:
+            yield run
+        finally:
+            self.active.remove(run)
+
+    def study_run(self, run_name: str, tags: Mapping[str, str]) -> FakeRun:
+        """The active run, else a new one named ``run_name`` left active; tagged with ``tags``."""
+        if not self.active:
+            self.active.append(self._new_run(run_name))
+        run = self.active[-1]
+        run.set_tags(tags)
+        return run
+
+    @contextlib.contextmanager
+    def child_run(self, parent: RunLogger, run_name: str, tags: Mapping[str, str]) -> Iterator[FakeRun]:
+        """A new run nested under ``parent``, active inside the block."""
+        child = self._new_run(
+            run_name, experiment_id=parent.experiment_id, parent_id=parent.run_id, tags=dict(tags)
+        )
+        with self._activate(child) as run:
+            yield run
+
+    def children(self, parent: FakeRun) -> list[FakeRun]:
+        """The runs nested under ``parent``, in the order they were opened."""
+        return [r for r in self.runs.values() if r.parent_id == parent.run_id]
 
     def open_run(self, run_id: str) -> FakeRun | None:
         """A recorded run, None for an unknown id."""

@@ -24,7 +24,7 @@ from unipan_pipeline.tracking.params import (
     render_param,
 )
 from unipan_pipeline.tracking.store import DEFAULT_EXPERIMENT, get_or_create_experiment
-from unipan_pipeline.tracking.tracker import PromotionResult
+from unipan_pipeline.tracking.tracker import PromotionResult, RunLogger
 from unipan_pipeline.training.distributed import is_main_process
 
 log = logging.getLogger(__name__)
@@ -215,7 +215,7 @@ def study_run(run_name: str, tags: Mapping[str, str], experiment: str = DEFAULT_
 
 
 @contextlib.contextmanager
-def child_run(parent: MlflowLogger, run_name: str, tags: Mapping[str, str]) -> Iterator[MlflowLogger]:
+def child_run(parent: RunLogger, run_name: str, tags: Mapping[str, str]) -> Iterator[MlflowLogger]:
     """A run nested under ``parent``, active inside the block (so code that logs to the active run logs
     into it)."""
     with mlflow.start_run(
@@ -242,6 +242,16 @@ class MlflowTracker:
             )
             return None
         return MlflowLogger(run_id)
+
+    def study_run(self, run_name: str, tags: Mapping[str, str]) -> MlflowLogger:
+        """See :func:`study_run`."""
+        return study_run(run_name, tags)
+
+    def child_run(
+        self, parent: RunLogger, run_name: str, tags: Mapping[str, str]
+    ) -> contextlib.AbstractContextManager[MlflowLogger]:
+        """See :func:`child_run`."""
+        return child_run(parent, run_name, tags)
 
     def register(
         self,

@@ -1,9 +1,9 @@
 """What the experiment glue needs from experiment tracking, independent of MLflow.
 
-A :class:`Tracker` opens runs and registers models; a :class:`RunLogger` is one run (parameters, metrics,
-tags, files, the model). :func:`current_tracker` is MLflow (:class:`.runs.MlflowTracker`) unless
-:func:`use_tracker` installed another one, e.g. :class:`.fake.FakeTracker` in tests. Nothing here imports
-MLflow.
+A :class:`Tracker` opens runs (a training's; a study's parent and child runs) and registers models; a
+:class:`RunLogger` is one run (parameters, metrics, tags, files, texts, the model). :func:`current_tracker`
+is MLflow (:class:`.runs.MlflowTracker`) unless :func:`use_tracker` installed another one, e.g.
+:class:`.fake.FakeTracker` in tests. Nothing here imports MLflow.
 """
 
 from __future__ import annotations
@@ -62,6 +62,12 @@ class RunLogger(Protocol):
         name: str = "model",
     ) -> str: ...
 
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None: ...
+
+    def parent_run_id(self) -> str | None: ...
+
 
 class Tracker(Protocol):
     """Opens runs and keeps the model registry."""
@@ -72,6 +78,17 @@ class Tracker(Protocol):
 
     def open_run(self, run_id: str) -> RunLogger | None:
         """An existing run to add to, or None when the store does not know ``run_id``."""
+        ...
+
+    def study_run(self, run_name: str, tags: Mapping[str, str]) -> RunLogger:
+        """A study's parent run: the active run, else a new one named ``run_name`` left open (its children
+        nest under it); tagged with ``tags``."""
+        ...
+
+    def child_run(
+        self, parent: RunLogger, run_name: str, tags: Mapping[str, str]
+    ) -> contextlib.AbstractContextManager[RunLogger]:
+        """A run nested under ``parent``, the active one inside the block (``start_run`` there yields it)."""
         ...
 
     def register(

@@ -1,5 +1,5 @@
-"""Moved to the :mod:`unipan_pipeline.tracking` package; the names stay importable here until the ablation
-nodes (``pipelines/ablation``) import them from there. Nothing else in the project imports this module."""
+"""Moved to the :mod:`unipan_pipeline.tracking` package; the names stay importable here for old imports.
+Nothing in the project imports this module."""
 
 from __future__ import annotations
 
