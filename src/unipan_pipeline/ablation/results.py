@@ -227,8 +227,8 @@ def affinity_table(
             without = [_finite(m.get(f"{key}_without_affinity")) for m in per_seed.values()]
             deltas = [100.0 * (a - b) for a, b in zip(with_aff, without, strict=True) if None not in (a, b)]
             iv = mean_interval(deltas, confidence)
-            record[f"PQ{suffix} argmax(Psi)"] = _round_mean(without)
-            record[f"PQ{suffix} argmax(P)"] = _round_mean(with_aff)
+            record[f"PQ{suffix} argmax(Psi)"] = _percent_mean(without)
+            record[f"PQ{suffix} argmax(P)"] = _percent_mean(with_aff)
             record[f"ΔPQ{suffix}"] = None if iv.mean is None else round(iv.mean, 3)
             record[f"ΔPQ{suffix} low"] = None if iv.low is None else round(iv.low, 3)
             record[f"ΔPQ{suffix} high"] = None if iv.high is None else round(iv.high, 3)
@@ -237,9 +237,10 @@ def affinity_table(
     return pd.DataFrame.from_records(records)
 
 
-def _round_mean(values: Sequence[float | None]) -> float | None:
-    finite = [v for v in values if v is not None]
-    return round(100.0 * math.fsum(finite) / len(finite), 3) if finite else None
+def _percent_mean(values: Sequence[float | None]) -> float | None:
+    """100 x the mean of the finite fractions (:func:`mean_interval`), rounded; None without any."""
+    mean = mean_interval(values).mean
+    return None if mean is None else round(100.0 * mean, 3)
 
 
 # ------------------------------------------------------------------------------------------------ table
