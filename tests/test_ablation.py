@@ -300,7 +300,7 @@ def test_paper_table_matches_the_papers_text() -> None:
 
 
 def _result(row: str, pq: float | None, **metrics: float) -> dict[str, Any]:
-    cfg = ablation.PAPER_TABLE1[row]
+    cfg = ablation.PAPER_TABLE1["D2" if row == "D2gt" else row]  # D2gt: D2's switches, GT detections
     return {
         "row": row,
         "flags": {f: cfg[f] for f in ablation.FLAGS},
@@ -405,6 +405,23 @@ def test_claims_from_paired_differences_with_intervals() -> None:
     md = ablation.report_markdown(results, list(claims.values()), title="t")
     assert f"| 45.0 ± {a.half_width:.1f}" in md and "54.6" in md and "✓" in md
     assert "holds" in md and "reversed" in md and "within noise" in md and "[" in md
+
+
+def test_supplementary_claim_judged_only_with_both_rows() -> None:
+    # D2 vs D2gt (supplementary Table C): paired per seed like Table 1's claims, no paper figure
+    table1 = [_seeded(r, {0: 0.40, 1: 0.45, 2: 0.50}) for r in ablation.ROWS]
+    assert [c["key"] for c in ablation.claims_observed(table1)] == [c.key for c in ablation.CLAIMS]
+    d2gt = _seeded("D2gt", {0: 0.37, 1: 0.43, 2: 0.46})
+    claims = ablation.claims_observed([*table1, d2gt])
+    assert [c["key"] for c in claims] == [*(c.key for c in ablation.CLAIMS), "D2_over_D2gt"]
+    supp = claims[-1]
+    assert supp["deltas"] == {"0": pytest.approx(3.0), "1": pytest.approx(2.0), "2": pytest.approx(4.0)}
+    assert supp["paper_delta"] is None and supp["observed"] == "holds" and supp["delta_low"] > 0
+    md = ablation.report_markdown([*table1, d2gt], claims, title="t")
+    cells = next([c.strip() for c in x.split("|")] for x in md.splitlines() if x.startswith("| D2 over D2gt"))
+    assert cells[3] == "—" and float(cells[4]) == 3.0 and cells[-2] == "holds"  # no paper ΔPQ for Table C
+    # a study without the row (COCO) does not judge it
+    assert "D2_over_D2gt" not in {c.key for c in ablation.study_claims(ablation.ROWS)}
 
 
 def test_variant_bundle_shares_the_weights(tmp_path: Path) -> None:
@@ -537,7 +554,8 @@ def test_tiny_study_nested_runs(tiny_study: Path, client: MlflowClient) -> None:
     files = ("table.csv", "table.md", "paper_table1.csv", "metrics.json", "claims.json")
     assert arts == {f"ablation/{f}" for f in (*files, "table_seeds.csv", "table_intervals.csv")}
     claim_tags = {k for k in parent.data.tags if k.startswith("claim.")}
-    assert claim_tags == {f"claim.{c.key}" for c in ablation.CLAIMS}
+    assert claim_tags == {f"claim.{c.key}" for c in ablation.study_claims(CITYSCAPES_ROWS)}
+    assert "claim.D2_over_D2gt" in claim_tags  # the supplementary claim, with its two rows in the study
     verdicts = {"holds", "reversed", "within noise", "undefined"}
     assert {parent.data.tags[t] for t in claim_tags} <= verdicts
 
@@ -575,7 +593,8 @@ def test_tiny_study_tables_intervals_and_claims(tiny_study: Path) -> None:
     assert all(set(v) == {k for _, k in ablation.METRIC_COLUMNS} for v in metrics.values())
     # the claims: paired differences per seed, their interval and the verdict it implies
     claims = json.loads((report / "claims.json").read_text())
-    assert [c["key"] for c in claims] == [c.key for c in ablation.CLAIMS]
+    assert [c["key"] for c in claims] == [c.key for c in ablation.study_claims(CITYSCAPES_ROWS)]
+    assert claims[-1]["key"] == "D2_over_D2gt" and claims[-1]["paper_delta"] is None
     for c in claims:
         better, worse = c["claim"].split(" over ")
         deltas = [100 * (measured[(better, s)]["pq"] - measured[(worse, s)]["pq"]) for s in TINY_SEEDS]

@@ -20,6 +20,7 @@ from .study import (
     PAPER_TABLE1,
     ROWS,
     TABLE_COLUMNS,
+    study_claims,
 )
 
 
@@ -114,11 +115,12 @@ def claims_observed(
     """Each claim of the paper judged on the study: the per-seed PAIRED differences ``100 * (metric of the
     better row - metric of the worse row)`` over the seeds both rows have (the same seed = the same data
     order and augmentations, and for D2 vs D1 the same weights), their mean, standard deviation and
-    Student-t interval, and :func:`observe`'s verdict; ``paper_delta`` is Table 1's difference."""
+    Student-t interval, and :func:`observe`'s verdict; ``paper_delta`` is Table 1's difference (``None`` for
+    a supplementary claim, :func:`~.study.study_claims`: judged when the results have both of its rows)."""
     by_row = {str(r["row"]): seed_metrics(r) for r in row_results}
     paper = {c["key"]: c["paper_delta"] for c in claims_status(paper_table())}
     out = []
-    for claim in CLAIMS:
+    for claim in study_claims(by_row):
         better, worse = by_row.get(claim.better, {}), by_row.get(claim.worse, {})
         deltas: dict[int, float] = {}
         for seed in sorted(set(better) & set(worse)):
@@ -142,7 +144,7 @@ def claims_observed(
                 "delta_low": None if interval.low is None else round(interval.low, 3),
                 "delta_high": None if interval.high is None else round(interval.high, 3),
                 "confidence": confidence,
-                "paper_delta": paper[claim.key],
+                "paper_delta": paper.get(claim.key),
                 "observed": observe(interval),
             }
         )

@@ -5,7 +5,7 @@ See :mod:`unipan_pipeline.ablation`."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,6 +125,21 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("D1", "C1", "end-to-end training with the matching loss, same heuristic inference (+1.3 PQ)"),
     Claim("D2", "D1", "unified training and inference: argmax of P instead of the heuristic (+0.8 PQ)"),
 )
+"""Table 1's claims (sec. 4.1); ``paper_delta`` of each is Table 1's PQ difference."""
+
+SUPPLEMENTARY_CLAIMS: tuple[Claim, ...] = (
+    Claim("D2", "D2gt", "predicted rather than ground-truth detections train the panoptic head (Table C)"),
+)
+"""Claims on the supplementary rows, judged when a study has both rows: sec. 1 says that training with
+predicted detections "yields performance gains" (supplementary Table C; its figures are not in the paper's
+text, so their ``paper_delta`` is ``None``)."""
+
+
+def study_claims(rows: Iterable[str]) -> tuple[Claim, ...]:
+    """The claims a study of ``rows`` judges: Table 1's, then each supplementary one with both its rows."""
+    present = set(rows)
+    extra = tuple(c for c in SUPPLEMENTARY_CLAIMS if {c.better, c.worse} <= present)
+    return (*CLAIMS, *extra)
 
 
 # ------------------------------------------------------------------------------------------------ parameters
