@@ -8,6 +8,8 @@ import importlib.util
 import json
 import os
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -158,14 +160,31 @@ def test_the_fallbacks(
     path, ids = generated["rgba noise 37x53"]
     monkeypatch.setitem(panoptic_png._MODULES, "pywuffs", None)  # as if `import pywuffs` had failed
     assert panoptic_png.available_backends() == ["pyspng", "pillow"]
+    assert panoptic_png.default_backend() == "pyspng"
     assert np.array_equal(decode_id_png(path).astype(np.int64), ids)
     with pytest.raises(RuntimeError, match="pywuffs is not installed"):
         decode_id_png(path, backend="pywuffs")
     monkeypatch.setitem(panoptic_png._MODULES, "pyspng", None)
     assert panoptic_png.available_backends() == ["pillow"]
+    assert panoptic_png.default_backend() == "pillow"
     assert np.array_equal(decode_id_png(path).astype(np.int64), ids)
     with pytest.raises(RuntimeError, match="pyspng is not installed"):
         decode_id_png(path, backend="pyspng")
+
+
+def test_auto_imports_only_the_decoder_it_uses(generated: dict[str, tuple[Path, np.ndarray]]) -> None:
+    # a PQ worker decodes with the first decoder installed and never imports the others
+    path, ids = generated["rgb blocks 42x97"]
+    code = (
+        "import sys, numpy as np; from unipan_pipeline.fileio.png import decode_id_png, default_backend; "
+        f"ids = decode_id_png({str(path)!r}); "
+        "print(default_backend(), int(ids.astype(np.int64).sum()), "
+        "sorted(m for m in ('pywuffs', 'pyspng') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    name, total, imported = out.split(maxsplit=2)
+    assert name == panoptic_png.default_backend() and int(total) == int(ids.astype(np.int64).sum())
+    assert imported.strip() == repr([name] if name != "pillow" else [])
 
 
 @pytest.mark.parametrize("backend", ["pywuffs", "pyspng", "pillow"])

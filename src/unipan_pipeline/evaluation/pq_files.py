@@ -34,7 +34,7 @@ from unipan_pipeline.fileio.errors import (
     MissingFileError,
     PanopticPNGError,
 )
-from unipan_pipeline.fileio.png import ID_MASK, decode_pixel_words
+from unipan_pipeline.fileio.png import ID_MASK, decode_pixel_words, default_backend
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,13 @@ def pq_compute_files(
         # forkserver by default, not fork: the caller may hold threads (torch, MLflow) whose locks a forked
         # child would inherit mid-use; workers fork from a clean single-threaded server instead.
         context = multiprocessing.get_context(start_method)
+        # the PNG decoder is imported before the workers start, once: forked workers inherit it, and a
+        # forkserver imports it when it starts (instead of every worker on its first image)
+        if start_method == "forkserver":
+            backend = default_backend()
+            context.set_forkserver_preload([__name__, "PIL.Image" if backend == "pillow" else backend])
+        else:
+            default_backend()
         with context.Pool(
             n_workers, initializer=_init_worker, initargs=(gt_folder, pred_folder, categories, compat)
         ) as pool:

@@ -36,6 +36,7 @@ __all__ = [
     "available_backends",
     "decode_id_png",
     "decode_pixel_words",
+    "default_backend",
     "id_to_rgb",
     "rgb_to_id",
     "write_id_png",
@@ -69,6 +70,12 @@ def _module(name: str) -> ModuleType | None:
 def available_backends() -> list[str]:
     """The decoders usable here, preferred first, e.g. ``["pywuffs", "pyspng", "pillow"]``."""
     return [name for name in BACKENDS if name == "pillow" or _module(name) is not None]
+
+
+def default_backend() -> str:
+    """The decoder ``backend="auto"`` uses: the first of :data:`BACKENDS` installed. Imports that one only
+    (not every decoder); a parent calls it before starting worker processes so that they inherit it."""
+    return next(name for name in BACKENDS if name == "pillow" or _module(name) is not None)
 
 
 def _check_header(data: bytes, path: str | os.PathLike) -> None:
@@ -182,7 +189,7 @@ def decode_pixel_words(path: str | os.PathLike, *, backend: Backend = "auto") ->
     data = _read(path)
     _check_header(data, path)
     _check_crcs(data, path)
-    name = available_backends()[0] if backend == "auto" else backend
+    name = default_backend() if backend == "auto" else backend
     return _DECODERS[name](data, path)
 
 
