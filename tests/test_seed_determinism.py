@@ -151,7 +151,9 @@ def test_sigkill_at_a_random_moment_then_rerun_ends_with_the_same_weights(
     assert proc.returncode == -signal.SIGKILL, f"the job was not killed {where}"
     assert not (workdir / "killed" / "manifest.json").exists(), f"the job finished before the kill {where}"
     done = max(i for i, _ in list_checkpoints(ckpt_dir))
-    assert after_step <= done < ITERATIONS, where
+    # the last steps can be quicker than the mean step (which includes start-up): a kill that lands after
+    # the final checkpoint but before the manifest is a valid moment too, and the rerun must then finish it
+    assert after_step <= done <= ITERATIONS, where
 
     rerun = _run_job(workdir, "killed")
     assert rerun["start_iteration"] == done and rerun["resumed_from"], where
