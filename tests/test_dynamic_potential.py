@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from unipan_pipeline.model.dynamic_potential import (
+    box_region_bounds,
     box_region_mask,
     dynamic_potential,
     filter_detections,
@@ -182,3 +183,47 @@ def test_filter_detections() -> None:
     torch.testing.assert_close(b, BOXES[1:])
     torch.testing.assert_close(s, SCORES[1:])
     assert m is None
+
+
+@pytest.mark.parametrize("variant", ["A", "B", "C"])
+@pytest.mark.parametrize("space", ["probabilities", "logits"])
+@pytest.mark.parametrize("with_masks", [True, False])
+def test_in_box_potential_equals_the_dense_one(variant: str, space: str, with_masks: bool) -> None:
+    """Inference builds each thing channel only over its box; training (autograd) takes the dense
+    [D, h, w] path. Both give the same Psi, element for element, on random boxes: boxes cut by the border,
+    boxes thinner than a cell, a box outside the image and a box covering all of it."""
+    gen = torch.Generator().manual_seed(3)
+    n_cls, h, w, stride, d = 6, 9, 13, 4, 40
+    logits = torch.randn(n_cls, h, w, generator=gen)
+    x0 = torch.rand(d, generator=gen) * (w * stride + 20) - 10
+    y0 = torch.rand(d, generator=gen) * (h * stride + 20) - 10
+    bw = torch.rand(d, generator=gen) * 30 * (torch.rand(d, generator=gen) < 0.8) + 0.3
+    bh = torch.rand(d, generator=gen) * 30 * (torch.rand(d, generator=gen) < 0.8) + 0.3
+    boxes = torch.stack([x0, y0, x0 + bw, y0 + bh], dim=1)
+    boxes[0] = torch.tensor([-50.0, -50.0, -40.0, -45.0])
+    boxes[1] = torch.tensor([-5.0, -5.0, w * stride + 5.0, h * stride + 5.0])
+    scores = torch.rand(d, generator=gen)
+    classes = torch.randint(3, n_cls, (d,), generator=gen)
+    masks = torch.rand(d, h, w, generator=gen) if with_masks else None
+    args = (boxes, scores, classes, masks, 3, variant, stride)
+    with torch.no_grad():
+        in_box = dynamic_potential(logits, *args, space=space)
+    dense = dynamic_potential(logits.clone().requires_grad_(True), *args, space=space).detach()
+    assert torch.equal(in_box, dense)
+    region = box_region_mask(boxes, h, w, stride)
+    assert region.flatten(1).any(1).all()  # every detection owns a cell, also the box outside the image
+    assert torch.equal(in_box[3:] != 0, region & (dense[3:] != 0))
+
+
+def test_box_region_bounds_are_the_mask_as_rectangles() -> None:
+    gen = torch.Generator().manual_seed(4)
+    h, w, stride = 7, 11, 4
+    xy = torch.rand(60, 2, generator=gen) * 60 - 8
+    size = torch.rand(60, 2, generator=gen) * 25
+    boxes = torch.cat([xy, xy + size], dim=1)
+    bounds = box_region_bounds(boxes, h, w, stride)
+    region = box_region_mask(boxes, h, w, stride)
+    for k, (y0, y1, x0, x1) in enumerate(bounds.tolist()):
+        rect = torch.zeros(h, w, dtype=torch.bool)
+        rect[y0:y1, x0:x1] = True
+        assert torch.equal(rect, region[k]), k

@@ -2,7 +2,8 @@
 
 * the sparse full-resolution argmax equals the dense bilinear upsampling + argmax;
 * the in-box mask paste equals the whole-grid ``grid_sample`` paste (values and gradients);
-* a fixed small model's panoptic output is unchanged when both old computations are swapped back in;
+* a fixed small model's panoptic output is unchanged when the old computations are swapped back in (dense
+  paste, argmax, potential; phi0/phi1 as convolutions);
 * the affinity and the matching loss stay finite and fp32 under fp16/bf16 autocast where fp16 overflows;
 * ``amp: auto`` picks bf16 only where the hardware has it; bf16 and fp32 steps agree within tolerance;
 * the cap on the panoptic head's training detections keeps the top-scoring ones.
@@ -10,6 +11,7 @@
 
 from __future__ import annotations
 
+import importlib
 import warnings
 
 import pytest
@@ -30,6 +32,10 @@ from unipan_pipeline.model.upsampled_argmax import (
 )
 from unipan_pipeline.training import precision
 from unipan_pipeline.training.precision import Autocast, resolve_amp
+
+# the modules, not the functions of the same name that unipan_pipeline.model exports
+potential_module = importlib.import_module("unipan_pipeline.model.dynamic_potential")
+affinity_module = importlib.import_module("unipan_pipeline.model.instance_affinity")
 
 torch.set_num_threads(1)
 
@@ -116,6 +122,11 @@ def test_in_box_paste_equals_full_grid_paste(stride: float) -> None:
 
 
 # ------------------------------------------------------------------------------------------ model output
+def _reference_argmax(x: torch.Tensor, size: tuple[int, int], stride: int = 4, **_: object) -> torch.Tensor:
+    """The dense upsampling + argmax (ignores ``coarse``, a precomputed argmax of the fast path)."""
+    return upsampled_argmax_reference(x, size, stride)
+
+
 @pytest.mark.parametrize("inference", ["argmax", "heuristic"])
 def test_panoptic_output_unchanged_by_the_fast_paths(
     tiny_categories: CategoryMap, synthetic_batch: tuple, monkeypatch: pytest.MonkeyPatch, inference: str
@@ -127,7 +138,9 @@ def test_panoptic_output_unchanged_by_the_fast_paths(
     with torch.no_grad():
         new = model(images)
         monkeypatch.setattr(network_module, "paste_masks", dense_paste)
-        monkeypatch.setattr(network_module, "upsampled_argmax", upsampled_argmax_reference)
+        monkeypatch.setattr(network_module, "upsampled_argmax", _reference_argmax)
+        monkeypatch.setattr(potential_module, "_in_box", lambda *_: False)  # the dense [D, h, w] potential
+        monkeypatch.setattr(affinity_module, "_as_matrix_product", lambda _: False)  # 1x1 convolutions
         old = model(images)
     for a, b in zip(new, old, strict=True):
         assert a["boxes"].shape[0] > 0

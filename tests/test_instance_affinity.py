@@ -182,3 +182,29 @@ def test_mass_normalisation_leaves_an_empty_channel_unchanged() -> None:
         p = mod(q, psi)
     assert torch.isfinite(p).all()
     assert float(p[1].abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("activation", ["relu", "softplus", "none"])
+def test_inference_embedding_as_matrix_product_equals_the_convolutions(activation: str) -> None:
+    """Without autograd on a CPU, phi0 / phi1 run as ``W q + b`` matrix products instead of oneDNN's 1x1
+    convolutions: the same embedding (to fp32 rounding), the same P, and under bf16 autocast the same dtype
+    as the convolution gives."""
+    torch.manual_seed(2)
+    module = DenseInstanceAffinity(16, activation=activation)  # type: ignore[arg-type]
+    q = torch.randn(2, 16, 9, 11)
+    with torch.no_grad():
+        fast = module.embed(q)
+    conv = module.embed(q.clone().requires_grad_(True))  # autograd: the convolutions
+    for a, b in zip(fast, conv, strict=True):
+        assert a.shape == b.shape == (2, 16, 99)
+        torch.testing.assert_close(a, b.detach(), rtol=1e-5, atol=1e-5)
+    psi = torch.rand(5, 9, 11)
+    with torch.no_grad():
+        p_fast = module(q[:1], psi)
+    p_conv = module(q[:1].clone().requires_grad_(True), psi).detach()
+    torch.testing.assert_close(p_fast, p_conv, rtol=1e-5, atol=1e-6)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        fast_bf16 = module.embed(q)[0]
+        conv_bf16 = module.phi0(q).reshape(2, 16, -1)
+    assert fast_bf16.dtype == conv_bf16.dtype == torch.bfloat16
+    torch.testing.assert_close(fast_bf16.float(), conv_bf16.float(), rtol=2e-2, atol=2e-2)

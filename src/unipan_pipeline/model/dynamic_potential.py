@@ -60,17 +60,8 @@ def potential_space(variant: Variant, space: Space = "auto") -> Literal["probabi
     return space
 
 
-def box_region_mask(boxes: Tensor, height: int, width: int, stride: int = 4) -> Tensor:
-    """Boolean ``[D, h, w]`` mask of the feature cells inside each box (vectorised over ``D``).
-
-    Args:
-        boxes: ``[D, 4]`` boxes ``(x1, y1, x2, y2)`` in image pixel coordinates.
-        height, width: feature grid size ``(h, w)``.
-        stride: feature stride ``d`` (image pixels per feature cell).
-
-    Cell ``(y, x)`` is inside iff its centre ``((x + .5) d, (y + .5) d)`` satisfies ``x1 <= cx < x2`` and
-    ``y1 <= cy < y2``; along an axis with no centre inside, the cell holding the box centre is used.
-    """
+def _axis_cells(boxes: Tensor, height: int, width: int, stride: int) -> tuple[Tensor, Tensor]:
+    """Per box, the rows ``[D, h]`` and columns ``[D, w]`` of its region (see :func:`box_region_mask`)."""
     if boxes.ndim != 2 or boxes.shape[-1] != 4:
         raise ValueError(f"{_WHERE}: boxes must have shape [D, 4], got {tuple(boxes.shape)}")
     device = boxes.device
@@ -85,7 +76,33 @@ def box_region_mask(boxes: Tensor, height: int, width: int, stride: int = 4) -> 
     cy = torch.floor((y1 + y2) * 0.5 / stride).long().clamp_(0, height - 1)
     in_x |= (torch.arange(width, device=device)[None, :] == cx) & ~in_x.any(dim=1, keepdim=True)
     in_y |= (torch.arange(height, device=device)[None, :] == cy) & ~in_y.any(dim=1, keepdim=True)
+    return in_y, in_x
+
+
+def box_region_mask(boxes: Tensor, height: int, width: int, stride: int = 4) -> Tensor:
+    """Boolean ``[D, h, w]`` mask of the feature cells inside each box (vectorised over ``D``).
+
+    Args:
+        boxes: ``[D, 4]`` boxes ``(x1, y1, x2, y2)`` in image pixel coordinates.
+        height, width: feature grid size ``(h, w)``.
+        stride: feature stride ``d`` (image pixels per feature cell).
+
+    Cell ``(y, x)`` is inside iff its centre ``((x + .5) d, (y + .5) d)`` satisfies ``x1 <= cx < x2`` and
+    ``y1 <= cy < y2``; along an axis with no centre inside, the cell holding the box centre is used.
+    """
+    in_y, in_x = _axis_cells(boxes, height, width, stride)
     return in_y[:, :, None] & in_x[:, None, :]
+
+
+def box_region_bounds(boxes: Tensor, height: int, width: int, stride: int = 4) -> Tensor:
+    """The region of :func:`box_region_mask` as a rectangle per box: ``[D, 4]`` int64 ``(y0, y1, x0, x1)``,
+    rows ``y0 <= y < y1`` and columns ``x0 <= x < x1`` (the cell centres inside an interval are contiguous,
+    and the fallback is a single cell)."""
+    bounds = []
+    for cells in _axis_cells(boxes, height, width, stride):
+        first = cells.to(torch.uint8).argmax(dim=1)  # the first True (every row has one)
+        bounds += [first, first + cells.sum(dim=1)]
+    return torch.stack(bounds, dim=1)
 
 
 def dynamic_potential(  # noqa: PLR0917 - positional signature fixed by the model contract
@@ -152,26 +169,69 @@ def dynamic_potential(  # noqa: PLR0917 - positional signature fixed by the mode
     if d == 0:
         return stuff
 
-    region = box_region_mask(boxes, h, w, stride)  # [D, h, w] bool
-    vc = v.index_select(0, classes.to(device=v.device, dtype=torch.long))  # [D, h, w]
     s = scores.detach() if detach_scores else scores
-    s = s.to(v.dtype)[:, None, None]
-
-    if masks is None:
-        val = vc if variant == "A" else s * vc
-    else:
-        m = masks.to(v.dtype)
-        if sp == "logits":
-            mc = m.clamp(mask_eps, 1.0 - mask_eps)
-            m = torch.log(mc) - torch.log1p(-mc)
-        if variant == "A":
-            val = vc + m
-        elif variant == "B":
-            val = s * (vc * m)
-        else:
-            val = s * (vc + m)
+    s = s.to(v.dtype)
+    cls = classes.to(device=v.device, dtype=torch.long)
+    if _in_box(v, s, masks):
+        return _potential_in_boxes(v, stuff, boxes, s, cls, masks, variant, sp, stride, mask_eps)
+    # training / GPU: one dense [D, h, w] computation
+    region = box_region_mask(boxes, h, w, stride)  # [D, h, w] bool
+    vc = v.index_select(0, cls)  # [D, h, w]
+    m = None if masks is None else masks.to(v.dtype)
+    val = _thing_term(vc, s[:, None, None], m, variant=variant, space=sp, mask_eps=mask_eps)
     things = torch.where(region, val, torch.zeros((), dtype=val.dtype, device=val.device))
     return torch.cat([stuff, things], dim=0)
+
+
+def _thing_term(
+    vc: Tensor, s: Tensor, m: Tensor | None, *, variant: Variant, space: str, mask_eps: float
+) -> Tensor:
+    """Eq. 1-2 inside a box: ``V(c_k)`` combined with the score and the mask term of ``variant``."""
+    if m is None:
+        return vc if variant == "A" else s * vc
+    if space == "logits":
+        mc = m.clamp(mask_eps, 1.0 - mask_eps)
+        m = torch.log(mc) - torch.log1p(-mc)
+    if variant == "A":
+        return vc + m
+    if variant == "B":
+        return s * (vc * m)
+    return s * (vc + m)
+
+
+def _in_box(*tensors: Tensor | None) -> bool:
+    """Whether to build the thing channels box by box: on a CPU without autograd (inference), where only
+    the boxes' area is computed; otherwise (training, GPU) one dense ``[D, h, w]`` computation."""
+    present = [t for t in tensors if t is not None]
+    return all(t.device.type == "cpu" for t in present) and not (
+        torch.is_grad_enabled() and any(t.requires_grad for t in present)
+    )
+
+
+def _potential_in_boxes(  # noqa: PLR0917 - the pieces of dynamic_potential
+    v: Tensor,
+    stuff: Tensor,
+    boxes: Tensor,
+    s: Tensor,
+    classes: Tensor,
+    masks: Tensor | None,
+    variant: Variant,
+    space: str,
+    stride: int,
+    mask_eps: float,
+) -> Tensor:
+    """Psi with each thing channel computed only over its box region (zero elsewhere): the same values as
+    the dense computation, element for element, at the cost of the boxes' area instead of ``D x h x w``."""
+    n_st, (h, w), d = stuff.shape[0], v.shape[-2:], boxes.shape[0]
+    out = v.new_zeros((n_st + d, h, w))
+    out[:n_st] = stuff
+    m_all = None if masks is None else masks.to(v.dtype)
+    bounds = box_region_bounds(boxes, h, w, stride).tolist()
+    for k, (c, (y0, y1, x0, x1)) in enumerate(zip(classes.tolist(), bounds, strict=True)):
+        m = None if m_all is None else m_all[k, y0:y1, x0:x1]
+        val = _thing_term(v[c, y0:y1, x0:x1], s[k], m, variant=variant, space=space, mask_eps=mask_eps)
+        out[n_st + k, y0:y1, x0:x1] = val
+    return out
 
 
 def filter_detections(keep: Tensor, *tensors: Tensor | None) -> tuple[Tensor | None, ...]:

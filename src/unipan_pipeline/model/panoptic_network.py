@@ -387,8 +387,17 @@ class PanopticNetwork(nn.Module):
         """
         h, w = size
         hv, wv = math.ceil(h / STRIDE), math.ceil(w / STRIDE)
-        winners = torch.unique(first_argmax(p[:, :hv, :wv]))
-        return winners[upsampled_argmax(p[winners], size, STRIDE)]
+        coarse = first_argmax(p)  # over the padded grid too: reused below wherever it is a winner
+        winners = torch.unique(coarse[:hv, :wv])
+        if winners.numel() == p.shape[0]:
+            return upsampled_argmax(p, size, STRIDE, coarse=coarse)
+        # the first maximum among the winners is the first maximum overall wherever that is a winner;
+        # where a padding cell is won by another channel, the winners' argmax is recomputed
+        position = torch.full((p.shape[0],), -1, dtype=torch.long, device=p.device)
+        position[winners] = torch.arange(winners.numel(), device=p.device)
+        coarse = position[coarse]
+        known = bool((coarse >= 0).all())
+        return winners[upsampled_argmax(p[winners], size, STRIDE, coarse=coarse if known else None)]
 
 
 def build_model(cfg: ModelConfig, categories: CategoryMap) -> PanopticNetwork:

@@ -41,12 +41,18 @@ def _source_index(n_out: int, n_in: int, stride: int, device: torch.device) -> t
 
 
 def upsampled_argmax(
-    x: Tensor, size: tuple[int, int], stride: int = 4, *, dense_above: float = 0.25
+    x: Tensor,
+    size: tuple[int, int],
+    stride: int = 4,
+    *,
+    dense_above: float = 0.25,
+    coarse: Tensor | None = None,
 ) -> Tensor:
     """``argmax`` over channels of ``x`` [K, h, w] upsampled bilinearly by ``stride`` and cropped to ``size``.
 
     ``dense_above``: share of cells next to a label change above which the dense computation is used (the
     same result; it is cheaper when labels change almost everywhere, e.g. for an untrained network).
+    ``coarse``: ``first_argmax(x)`` when the caller has it already.
     Returns int64 ``[H, W]`` channel indices of ``x``.
     """
     if x.ndim != 3:
@@ -56,7 +62,7 @@ def upsampled_argmax(
     if height > h * stride or width > w * stride:
         raise ValueError(f"upsampled_argmax.py: size {size} exceeds the {h}x{w} grid at stride {stride}")
     device = x.device
-    coarse = first_argmax(x)  # [h, w]
+    coarse = first_argmax(x) if coarse is None else coarse  # [h, w]
     # a cell is "uniform" when its 3x3 neighbourhood (clamped at the border) has one label: every output
     # pixel of it interpolates only between cells of that label
     labels = _replicate_pad(coarse[None])[0]
