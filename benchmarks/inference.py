@@ -15,16 +15,23 @@ merger (the ablation baseline), and the network stage by stage:
 "after the heads" = full call - (backbone + semantic + affinity extractor + detector): what the paper's
 submodule and the output cost; also timed directly ("after the detector": the full call's code after the
 detector, the detector replaced by its cached output), which a difference of minima over- or under-states.
-Every figure is the minimum over ``--repeat`` calls after a warm-up.
+Every figure is the minimum over ``--repeat`` calls after a warm-up. The project's allocator setting
+applies (huge pages for large tensors, ``unipan_pipeline/__init__.py``), to both networks alike;
+``THP_MEM_ALLOC_ENABLE=0 .venv/bin/python benchmarks/inference.py`` measures without it.
 Run: ``.venv/bin/python benchmarks/inference.py`` (``--device cuda`` on a GPU). Prints a table and, last,
 one JSON line. Nothing is asserted.
 """
 
 from __future__ import annotations
 
+# isort: off
+import unipan_pipeline  # noqa: F401 - before torch: the project's allocator setting (__init__.py)
+
+# isort: on
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -156,7 +163,8 @@ def main() -> int:
     )
     print(
         f"{args.height}x{args.width}, {args.detections} detections, device {device}, "
-        f"threads {torch.get_num_threads()}, semantic head {getattr(ours.cfg, 'semantic_head', 'plain')}"
+        f"threads {torch.get_num_threads()}, semantic head {getattr(ours.cfg, 'semantic_head', 'plain')}, "
+        f"huge-page allocation (THP_MEM_ALLOC_ENABLE) {os.environ.get('THP_MEM_ALLOC_ENABLE')}"
     )
     rows: dict[str, float] = {}
     with torch.inference_mode():
@@ -225,6 +233,7 @@ def main() -> int:
         json.dumps(
             {
                 "device": str(device),
+                "thp_mem_alloc_enable": os.environ.get("THP_MEM_ALLOC_ENABLE"),
                 "size": [args.height, args.width],
                 "detections": args.detections,
                 "torchvision_s": tv,

@@ -21,8 +21,13 @@ fp32. Nothing is asserted.
 
 from __future__ import annotations
 
+# isort: off
+import unipan_pipeline  # noqa: F401 - before torch: the project's allocator setting (__init__.py)
+
+# isort: on
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -120,7 +125,8 @@ def main() -> int:
     print(
         f"demo preset: ResNet-{base_cfg.backbone_depth}, batch {len(batches[0][0])}, "
         f"{tuple(batches[0][0][0].shape[-2:])} images; threads {torch.get_num_threads()}; "
-        f"native bf16: {native_bf16(device)}; weights: {args.weights or 'initialisation'}"
+        f"native bf16: {native_bf16(device)}; weights: {args.weights or 'initialisation'}; "
+        f"huge-page allocation (THP_MEM_ALLOC_ENABLE): {os.environ.get('THP_MEM_ALLOC_ENABLE')}"
     )
 
     def step(name: str, images: list, targets: list) -> float:
@@ -157,7 +163,9 @@ def main() -> int:
             f"{name:18s}{v['amp']:>6s}{v['channels_last']!s:>9s}{cap:>6s}{best[name]:9.3f}"
             f"{fp32 / best[name]:9.2f}x"
         )
-    print(json.dumps({"step_s": best, "speedup_vs_fp32": {k: fp32 / v for k, v in best.items()}}))
+    thp = os.environ.get("THP_MEM_ALLOC_ENABLE")
+    speedup = {k: fp32 / v for k, v in best.items()}
+    print(json.dumps({"step_s": best, "speedup_vs_fp32": speedup, "thp_mem_alloc_enable": thp}))
     return 0
 
 
