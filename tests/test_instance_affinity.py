@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from unipan_pipeline.model.instance_affinity import (
     explicit_instance_affinity,
     pixel_affinity,
 )
+from unipan_pipeline.training.schedule import parameter_groups
 
 torch.set_num_threads(1)
 
@@ -208,3 +210,33 @@ def test_inference_embedding_as_matrix_product_equals_the_convolutions(activatio
         conv_bf16 = module.phi0(q).reshape(2, 16, -1)
     assert fast_bf16.dtype == conv_bf16.dtype == torch.bfloat16
     torch.testing.assert_close(fast_bf16.float(), conv_bf16.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_gain_scales_the_propagated_term_and_learns_through_its_log() -> None:
+    """``P = Psi + g phi0(Q)(phi1(Q)^T Psi) / Z`` with ``g = exp(log_gain)``: fixed or learnt, the same P;
+    learnt, ``dL/dlog_gain`` is the propagated term's share of ``dL/dP``; off, no parameter is added."""
+    q, psi = _inputs(3)
+    plain = _module("relu", "sqrt_c_hw")
+    learnt = DenseInstanceAffinity(C, log_gain=1.5, learn_gain=True).double()
+    fixed = DenseInstanceAffinity(C, log_gain=1.5).double()
+    for m in (fixed, learnt):
+        m.load_state_dict(plain.state_dict(), strict=False)
+    assert "log_gain" not in plain.state_dict() and "log_gain" not in fixed.state_dict()
+    assert set(learnt.state_dict()) == {*plain.state_dict(), "log_gain"}
+    base = plain(q, psi)
+    expected = psi + math.exp(1.5) * (base - psi)
+    torch.testing.assert_close(fixed(q, psi), expected)
+    torch.testing.assert_close(explicit_instance_affinity(fixed, q, psi), expected)
+    p = learnt(q, psi)
+    torch.testing.assert_close(p.detach(), expected)
+    weights = torch.rand(p.shape, dtype=p.dtype, generator=torch.Generator().manual_seed(5))
+    (p * weights).sum().backward()
+    assert learnt.log_gain.grad is not None
+    torch.testing.assert_close(learnt.log_gain.grad, ((expected - psi) * weights).sum())
+
+
+def test_learnt_gain_gets_no_weight_decay() -> None:
+    groups = parameter_groups(DenseInstanceAffinity(C, learn_gain=True), weight_decay=0.1)
+    no_decay = next(g for g in groups if g["weight_decay"] == 0.0)
+    assert any(p.ndim == 0 for p in no_decay["params"])
+    assert all(p.ndim > 0 for g in groups if g["weight_decay"] > 0 for p in g["params"])

@@ -109,6 +109,10 @@ class ModelConfig:
     """Scaling of the propagated term of eq. 4 (see :mod:`.instance_affinity`): ``sqrt_c_hw`` divides by
     sqrt(C) * HW so that its size does not depend on the image size; ``mass`` divides channel k by
     sqrt(C) * sum |Psi_k| so that it does not depend on the segment's size either."""
+    affinity_log_gain: float = 0.0
+    """Log of a gain on the propagated term of eq. 4 (0: none); the initial value when it is learnt."""
+    affinity_learn_gain: bool = False
+    """Learn the gain (one scalar parameter, no weight decay) instead of keeping it fixed."""
 
     # ---------------------------------------------------------------- heuristic merger (rows C1, D1)
     heuristic_score_thresh: float = 0.5

@@ -29,6 +29,10 @@ Decisions (OPEN in the design notes), all exposed as constructor options:
   the affinity nearly inert for small objects; ``mass`` makes it independent of the segment's size and of
   the scale of ``Psi`` (a diagonal ``[K, K]`` rescaling of eq. 3's ``phi1(Q)^T Psi``, still linear in
   ``HW``; ``A`` itself is unchanged).
+* ``log_gain`` (default 0) / ``learn_gain`` (default off): a gain ``g = exp(log_gain)`` on the propagated
+  term, ``P = Psi + g phi0(Q) (phi1(Q)^T Psi) / Z``; learnable, it lets training set the term's scale
+  (one scalar parameter, ``log_gain``) instead of growing phi0 . phi1 by orders of magnitude. Off, the
+  head has no such parameter (state dicts of earlier models load unchanged).
 * Psi may be probabilities or logits: the head is linear in ``Psi`` and agnostic to that; the choice is made
   by :func:`unipan_pipeline.model.dynamic_potential.dynamic_potential` (``space``) and must match
   ``input_kind`` of the matching loss. With the defaults (variant B/C, probabilities, ReLU) ``P >= 0`` and
@@ -75,6 +79,8 @@ class DenseInstanceAffinity(nn.Module):
         activation: activation after each 1x1 convolution (see module docstring).
         normalize: divisor ``Z`` of the propagated term (see module docstring).
         residual: add ``Psi`` back (eq. 4). ``False`` returns only the propagated term.
+        log_gain: log of the gain on the propagated term (its initial value when learnt).
+        learn_gain: make ``log_gain`` a parameter.
     """
 
     def __init__(
@@ -83,6 +89,9 @@ class DenseInstanceAffinity(nn.Module):
         activation: Activation = "relu",
         normalize: Normalize = "sqrt_c_hw",
         residual: bool = True,
+        *,
+        log_gain: float = 0.0,
+        learn_gain: bool = False,
     ) -> None:
         super().__init__()
         if feature_channels <= 0:
@@ -98,10 +107,21 @@ class DenseInstanceAffinity(nn.Module):
         c = feature_channels
         self.phi0 = nn.Sequential(nn.Conv2d(c, c, 1), _make_activation(activation))
         self.phi1 = nn.Sequential(nn.Conv2d(c, c, 1), _make_activation(activation))
+        self.learn_gain = learn_gain
+        self.log_gain: nn.Parameter | float = (
+            nn.Parameter(torch.tensor(float(log_gain))) if learn_gain else float(log_gain)
+        )
+
+    def gain(self) -> float:
+        """The gain ``exp(log_gain)`` on the propagated term, as a number."""
+        return math.exp(float(self.log_gain))
 
     def scale(self, num_pixels: int) -> float:
-        """The factor ``1 / Z`` applied to the propagated term for ``num_pixels = h * w`` (for ``mass``: its
-        part shared by all channels, ``1 / sqrt(C)``; see :meth:`channel_mass`)."""
+        """The factor ``g / Z`` applied to the propagated term for ``num_pixels = h * w`` (for ``mass``: its
+        part shared by all channels, ``g / sqrt(C)``; see :meth:`channel_mass`)."""
+        return self.gain() * self._inverse_z(num_pixels)
+
+    def _inverse_z(self, num_pixels: int) -> float:
         if self.normalize == "hw":
             return 1.0 / num_pixels
         if self.normalize == "sqrt_c_hw":
@@ -176,7 +196,8 @@ class DenseInstanceAffinity(nn.Module):
             if p.ndim != 3 or p.shape[-2:] != (h, w):
                 raise ValueError(f"{_WHERE}: psi must be [K, h={h}, w={w}], got {tuple(p.shape)}")
         f0, f1 = self.embed(q)  # [B, C, HW] each
-        scale = self.scale(h * w)
+        # a learnt gain multiplies the tiny [C, K] factor below (with its gradient); a fixed one the scale
+        scale = self._inverse_z(h * w) if self.learn_gain else self.scale(h * w)
         out = []
         # phi1(Q)^T Psi sums over all h*w cells: under fp16/bf16 autocast that sum overflows (fp16) or loses
         # the small propagated term (bf16), so the products and the residual are taken in fp32
@@ -190,6 +211,8 @@ class DenseInstanceAffinity(nn.Module):
                 mass = self.channel_mass(pf)
                 if mass is not None:
                     t = t / mass  # per channel: the Psi_k-weighted mean of phi1 over the segment
+                if isinstance(self.log_gain, nn.Parameter):
+                    t = t * self.log_gain.to(dtype).exp()
                 # [K, HW] = Psi^T + scale * (phi0(Q) (phi1(Q)^T Psi))^T, one fused [K, HW] allocation
                 if self.residual:
                     res = torch.addmm(pf, t.transpose(0, 1), f0[i], alpha=scale)

@@ -424,7 +424,11 @@ def build_model(cfg: ModelConfig, categories: CategoryMap) -> PanopticNetwork:
             gn_groups=cfg.gn_groups,
         )
         affinity = DenseInstanceAffinity(
-            cfg.affinity_channels, activation=cfg.affinity_activation, normalize=cfg.affinity_normalize
+            cfg.affinity_channels,
+            activation=cfg.affinity_activation,
+            normalize=cfg.affinity_normalize,
+            log_gain=cfg.affinity_log_gain,
+            learn_gain=cfg.affinity_learn_gain,
         )
     return PanopticNetwork(
         cfg, categories, backbone, semantic, detector, affinity_extractor=extractor, affinity=affinity

@@ -62,8 +62,9 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias:
     """Split trainable parameters into a decayed group and (optionally) a no-decay group.
 
     Normalisation-layer parameters and biases get no weight decay unless ``decay_norm_and_bias``
-    (the common practice in detectron2-style trainers; the paper does not say). Frozen parameters
-    (``requires_grad=False``, e.g. frozen BN of a pretrained backbone) are left out.
+    (the common practice in detectron2-style trainers; the paper does not say); scalar parameters (the
+    affinity's learnt gain) never get it. Frozen parameters (``requires_grad=False``, e.g. frozen BN of a
+    pretrained backbone) are left out.
     """
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
@@ -73,7 +74,9 @@ def parameter_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias:
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            if not decay_norm_and_bias and (isinstance(module, _NORM_TYPES) or name == "bias"):
+            if p.ndim == 0 or (  # a scalar (a gain): never decayed
+                not decay_norm_and_bias and (isinstance(module, _NORM_TYPES) or name == "bias")
+            ):
                 no_decay.append(p)
             else:
                 decay.append(p)
