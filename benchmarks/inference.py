@@ -15,19 +15,15 @@ merger (the ablation baseline), and the network stage by stage:
 "after the heads" = full call - (backbone + semantic + affinity extractor + detector): what the paper's
 submodule and the output cost; also timed directly ("after the detector": the full call's code after the
 detector, the detector replaced by its cached output), which a difference of minima over- or under-states.
-Every figure is the minimum over ``--repeat`` calls after a warm-up. The project's allocator setting
-applies (huge pages for large tensors, ``unipan_pipeline/__init__.py``), to both networks alike;
-``THP_MEM_ALLOC_ENABLE=0 .venv/bin/python benchmarks/inference.py`` measures without it.
+Every figure is the minimum over ``--repeat`` calls after a warm-up. ``THP_MEM_ALLOC_ENABLE=1 .venv/bin/python
+benchmarks/inference.py`` measures with PyTorch's huge-page allocation for large tensors (both networks
+alike; see the README's speed options).
 Run: ``.venv/bin/python benchmarks/inference.py`` (``--device cuda`` on a GPU). Prints a table and, last,
 one JSON line. Nothing is asserted.
 """
 
 from __future__ import annotations
 
-# isort: off
-import unipan_pipeline  # noqa: F401 - before torch: the project's allocator setting (__init__.py)
-
-# isort: on
 import argparse
 import json
 import math

@@ -21,10 +21,6 @@ fp32. Nothing is asserted.
 
 from __future__ import annotations
 
-# isort: off
-import unipan_pipeline  # noqa: F401 - before torch: the project's allocator setting (__init__.py)
-
-# isort: on
 import argparse
 import json
 import os
