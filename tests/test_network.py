@@ -366,3 +366,20 @@ def test_potentials_heuristic_and_box_perturbation_outputs(
     assert sizes == [tuple(i.shape[-2:]) for i in images]
     for r, m in zip(reference, moved, strict=True):
         assert torch.equal(m["boxes"], r["boxes"] * 0.5)
+
+
+def test_learnt_affinity_gain_is_trained(tiny_categories: CategoryMap, synthetic_batch: tuple) -> None:
+    """``affinity_learn_gain``: the model has one more parameter, ``affinity.log_gain`` (initialised at
+    ``affinity_log_gain``), which the matching loss trains; a model without it loads without it."""
+    images, targets = synthetic_batch
+    torch.manual_seed(0)
+    model = _model(tiny_categories, affinity_learn_gain=True, affinity_log_gain=0.5)
+    names = dict(model.named_parameters())
+    assert float(names["affinity.log_gain"]) == 0.5
+    model.train()
+    sum(model(images, targets).values()).backward()
+    assert params_without_grad(model) == set()
+    assert names["affinity.log_gain"].grad is not None and float(names["affinity.log_gain"].grad) != 0.0
+    plain = _model(tiny_categories)
+    assert set(model.state_dict()) == {*plain.state_dict(), "affinity.log_gain"}
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k != "affinity.log_gain"})
