@@ -73,6 +73,7 @@ def test_metrics_json_and_reports(tiny_project: Path) -> None:
     for key in ("affinity/cells_changed", "pq_without_affinity"):
         assert metrics[key] is not None and 0.0 <= metrics[key] <= 1.0, key
     assert metrics["affinity/relative_change"] > 0.0  # an affinity head changes P (random init at least)
+    assert metrics["affinity/gain"] == 1.0  # the demo has no gain on the propagated term
     assert {"affinity/thing_cells_changed", "pq_th_without_affinity", "pq_st_without_affinity"} <= set(
         metrics
     )

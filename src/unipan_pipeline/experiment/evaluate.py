@@ -21,7 +21,8 @@ protocol of ``pq_compute``) at the original ground-truth resolution; mIoU of the
 evaluation input resolution). Models with the affinity head and argmax inference also get the affinity's
 effect (:mod:`unipan_pipeline.evaluation.affinity_effect`): ``affinity/cells_changed``,
 ``affinity/thing_cells_changed``, ``affinity/relative_change`` and ``pq_without_affinity`` (+ ``_th`` /
-``_st``), the PQ of argmax(Psi) on the same weights. Everything is logged into the training run of the
+``_st``), the PQ of argmax(Psi) on the same weights, and ``affinity/gain``, the gain on the propagated
+term (``exp(log_gain)``, 1 unless set or learnt). Everything is logged into the training run of the
 model (its manifest holds the run id), so one MLflow run shows parameters, curves, metrics, reports and the
 model.
 """
@@ -266,8 +267,9 @@ def evaluate_experiment(
     sem_results = semantic.compute()
     det_results = detection.compute()
     metrics = collect_metrics(pq_results, sem_results, detection=det_results)
-    if effect is not None and pq_psi is not None:
+    if effect is not None and pq_psi is not None and model.affinity is not None:
         metrics.update(affinity_metrics(effect, pq_psi))
+        metrics["affinity/gain"] = model.affinity.gain()  # exp(log_gain): 1 unless set or learnt
     metrics_path = write_metrics_json(
         params["metrics_path"],
         pq_results,
