@@ -178,6 +178,9 @@ def test_rerun_resumes_from_the_final_checkpoint(tiny_project: Path, client: Mlf
     try:
         with pytest.raises(ValueError, match=r"different configuration.*model.fpn_channels"):
             train_experiment(bad, name="demo")
+        reseeded = {**params, "trainer": {**params["trainer"], "seed": int(params["trainer"]["seed"]) + 1}}
+        with pytest.raises(ValueError, match=r"different configuration.*trainer.seed"):
+            train_experiment(reseeded, name="demo")  # not the old seed's weights under the new seed's name
     finally:
         os.chdir(old)
 

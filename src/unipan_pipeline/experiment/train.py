@@ -187,14 +187,18 @@ class PQValidator:
 
 
 def _check_resume_compatible(checkpoint_dir: Path, fingerprint: dict[str, Any]) -> None:
-    """Refuse to resume from checkpoints of another model / data set (clear error, nothing deleted)."""
+    """Refuse to resume from checkpoints of another model / data set / seed (clear error, nothing deleted).
+
+    A run with another seed would otherwise resume the old run's checkpoints and end with its weights. The
+    seed is compared only where the folder recorded one (folders written before it was recorded resume)."""
     path = checkpoint_dir / "run_config.json"
     fingerprint = json.loads(json.dumps(plain(fingerprint)))  # tuples -> lists, as read back
     if path.is_file() and any(checkpoint_dir.glob("*.pt")):
         old = json.loads(path.read_text())
         diff = sorted(
             f"{section}.{k}"
-            for section in ("model", "categories", "dataset")
+            for section in ("model", "categories", "dataset", "trainer")
+            if section != "trainer" or section in old
             for k in set(old.get(section) or {}) | set(fingerprint.get(section) or {})
             if (old.get(section) or {}).get(k) != (fingerprint.get(section) or {}).get(k)
         )
@@ -271,6 +275,7 @@ def train_experiment(
                 "model": model_cfg.to_dict(),
                 "categories": {"map": categories.to_dict()},
                 "dataset": {"dataset": spec.dataset, "train_split": train_split},
+                "trainer": {"seed": trainer_cfg.seed},
             },
         )
 
