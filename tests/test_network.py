@@ -375,7 +375,7 @@ def test_learnt_affinity_gain_is_trained(tiny_categories: CategoryMap, synthetic
     torch.manual_seed(0)
     model = _model(tiny_categories, affinity_learn_gain=True, affinity_log_gain=0.5)
     names = dict(model.named_parameters())
-    assert float(names["affinity.log_gain"]) == 0.5
+    assert float(names["affinity.log_gain"].detach()) == 0.5
     model.train()
     sum(model(images, targets).values()).backward()
     assert params_without_grad(model) == set()

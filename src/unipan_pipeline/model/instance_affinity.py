@@ -114,7 +114,8 @@ class DenseInstanceAffinity(nn.Module):
 
     def gain(self) -> float:
         """The gain ``exp(log_gain)`` on the propagated term, as a number."""
-        return math.exp(float(self.log_gain))
+        log_gain = self.log_gain
+        return math.exp(float(log_gain.detach()) if isinstance(log_gain, Tensor) else log_gain)
 
     def scale(self, num_pixels: int) -> float:
         """The factor ``g / Z`` applied to the propagated term for ``num_pixels = h * w`` (for ``mass``: its
