@@ -1,7 +1,8 @@
 """Object detection submodule (sec. 3.3): torchvision's RPN + RoI heads (Faster R-CNN, optionally Mask R-CNN).
 
 The parts are torchvision's own (``AnchorGenerator``, ``RPNHead``, ``RegionProposalNetwork``,
-``MultiScaleRoIAlign``, ``TwoMLPHead``, ``FastRCNNPredictor``, ``MaskRCNNHeads``, ``MaskRCNNPredictor``,
+``MultiScaleRoIAlign`` (run on every CPU thread, :mod:`.roi_align`), ``TwoMLPHead``, ``FastRCNNPredictor``,
+``MaskRCNNHeads``, ``MaskRCNNPredictor``,
 ``RoIHeads``), composed here instead of through ``GeneralizedRCNN`` because the panoptic head needs the
 *predicted* detections during training too (sec. 3.5: "we feed predicted object detections into the panoptic
 segmentation submodule"), while torchvision's heads return only losses in training mode.
@@ -28,13 +29,13 @@ from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_inference
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
-from torchvision.ops import MultiScaleRoIAlign
 
 from .backbone import ROI_KEYS
 from .config import ModelConfig
+from .mask_head import MaskHead, MaskPredictor, caller_autocast_dtype, set_compute_dtype
+from .roi_align import ThreadedMultiScaleRoIAlign
 
 Detections = dict[str, Tensor]
 """Per image: ``boxes`` [D,4] image xyxy, ``scores`` [D], ``labels`` [D] detector labels 1..N_th,
@@ -128,15 +129,17 @@ class DetectionSubmodule(nn.Module):
             post_nms_top_n={"training": cfg.rpn_post_nms_top_n_train, "testing": cfg.rpn_post_nms_top_n_test},
             nms_thresh=cfg.rpn_nms_thresh,
         )
-        box_roi_pool = MultiScaleRoIAlign(featmap_names=ROI_KEYS, output_size=7, sampling_ratio=2)
+        box_roi_pool = ThreadedMultiScaleRoIAlign(featmap_names=ROI_KEYS, output_size=7, sampling_ratio=2)
         box_head = TwoMLPHead(in_channels * 7 * 7, cfg.box_head_channels)
         box_predictor = FastRCNNPredictor(cfg.box_head_channels, num_things + 1)
         mask_parts: dict[str, nn.Module] = {}
         if cfg.use_masks:
             mask_parts = {
-                "mask_roi_pool": MultiScaleRoIAlign(featmap_names=ROI_KEYS, output_size=14, sampling_ratio=2),
-                "mask_head": MaskRCNNHeads(in_channels, [cfg.mask_head_channels] * cfg.mask_head_convs, 1),
-                "mask_predictor": MaskRCNNPredictor(
+                "mask_roi_pool": ThreadedMultiScaleRoIAlign(
+                    featmap_names=ROI_KEYS, output_size=14, sampling_ratio=2
+                ),
+                "mask_head": MaskHead(in_channels, [cfg.mask_head_channels] * cfg.mask_head_convs, 1),
+                "mask_predictor": MaskPredictor(
                     cfg.mask_head_channels, cfg.mask_head_channels, num_things + 1
                 ),
             }
@@ -154,6 +157,12 @@ class DetectionSubmodule(nn.Module):
             detections_per_img=cfg.detections_per_img,
             **mask_parts,
         )
+        self._inside_forward = False
+
+    def _mask_branch_dtype(self, dtype: torch.dtype | None) -> None:
+        heads = self.roi_heads
+        if heads.has_mask():
+            set_compute_dtype([heads.mask_head, heads.mask_predictor], dtype)
 
     def forward(
         self,
@@ -181,7 +190,27 @@ class DetectionSubmodule(nn.Module):
         # Under bf16/fp16 autocast the detector runs in fp32: box decoding in bf16 rounds a coordinate of
         # 200 px to the nearest 1 px, and the RoI heads see a different number of boxes at every step, each
         # new shape costing oneDNN a new kernel on a CPU (steps grew from 1.2 to 2 s). Only the backbone,
-        # FPN and dense heads (fixed shapes, most of the FLOPs) take the low precision.
+        # FPN and dense heads (fixed shapes, most of the FLOPs) take the low precision, and the mask branch
+        # (no coordinates; its RoI batches padded to recurring sizes in training: .mask_head).
+        self._mask_branch_dtype(caller_autocast_dtype(images.tensors.device.type))
+        self._inside_forward = True
+        try:
+            return self._forward_fp32(
+                images, features, targets, detect=detect, mask_grad=mask_grad, max_detections=max_detections
+            )
+        finally:
+            self._inside_forward = False
+
+    def _forward_fp32(
+        self,
+        images: ImageList,
+        features: OrderedDict[str, Tensor],
+        targets: list[dict[str, Tensor]] | None,
+        *,
+        detect: bool,
+        mask_grad: bool,
+        max_detections: int | None,
+    ) -> tuple[list[Detections], dict[str, Tensor]]:
         with torch.autocast(device_type=images.tensors.device.type, enabled=False):
             features = OrderedDict((k, v.float()) for k, v in features.items())
             images = ImageList(images.tensors.float(), images.image_sizes)
@@ -251,10 +280,12 @@ class DetectionSubmodule(nn.Module):
     ) -> list[Tensor]:
         """Mask head on given boxes (per image; detector labels 1..N_th): [D, M, M] probabilities of each
         box's class. ``grad`` keeps the graph (end-to-end training; also used on GT boxes, Table C).
-        Runs in fp32 under autocast, as the rest of the detector (called on GT / perturbed boxes from
-        outside :meth:`forward` too)."""
+        Runs in fp32 under autocast, as the rest of the detector, but for the mask branch's convolutions
+        (:mod:`.mask_head`; called on GT / perturbed boxes from outside :meth:`forward` too)."""
         heads = self.roi_heads
         device_type = next(iter(features.values())).device.type
+        if not self._inside_forward:  # inside, forward has set the dtype of its caller's autocast
+            self._mask_branch_dtype(caller_autocast_dtype(device_type))
         with (
             torch.autocast(device_type=device_type, enabled=False),
             torch.set_grad_enabled(grad and torch.is_grad_enabled()),
