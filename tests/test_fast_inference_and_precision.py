@@ -139,8 +139,10 @@ def test_panoptic_output_unchanged_by_the_fast_paths(
         new = model(images)
         monkeypatch.setattr(network_module, "paste_masks", dense_paste)
         monkeypatch.setattr(network_module, "upsampled_argmax", _reference_argmax)
-        monkeypatch.setattr(potential_module, "_in_box", lambda *_: False)  # the dense [D, h, w] potential
-        monkeypatch.setattr(affinity_module, "_as_matrix_product", lambda _: False)  # 1x1 convolutions
+        monkeypatch.setattr(
+            potential_module, "cpu_inference", lambda *_: False
+        )  # the dense [D, h, w] potential
+        monkeypatch.setattr(affinity_module, "cpu_inference", lambda *_: False)  # 1x1 convolutions
         old = model(images)
     for a, b in zip(new, old, strict=True):
         assert a["boxes"].shape[0] > 0

@@ -42,6 +42,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .cpu_inference import cpu_inference
+
 Variant = Literal["A", "B", "C"]
 Space = Literal["auto", "probabilities", "logits"]
 
@@ -172,7 +174,7 @@ def dynamic_potential(  # noqa: PLR0917 - positional signature fixed by the mode
     s = scores.detach() if detach_scores else scores
     s = s.to(v.dtype)
     cls = classes.to(device=v.device, dtype=torch.long)
-    if _in_box(v, s, masks):
+    if cpu_inference(v, s, masks):  # box by box, over the boxes' area only
         return _potential_in_boxes(v, stuff, boxes, s, cls, masks, variant, sp, stride, mask_eps)
     # training / GPU: one dense [D, h, w] computation
     region = box_region_mask(boxes, h, w, stride)  # [D, h, w] bool
@@ -197,15 +199,6 @@ def _thing_term(
     if variant == "B":
         return s * (vc * m)
     return s * (vc + m)
-
-
-def _in_box(*tensors: Tensor | None) -> bool:
-    """Whether to build the thing channels box by box: on a CPU without autograd (inference), where only
-    the boxes' area is computed; otherwise (training, GPU) one dense ``[D, h, w]`` computation."""
-    present = [t for t in tensors if t is not None]
-    return all(t.device.type == "cpu" for t in present) and not (
-        torch.is_grad_enabled() and any(t.requires_grad for t in present)
-    )
 
 
 def _potential_in_boxes(  # noqa: PLR0917 - the pieces of dynamic_potential

@@ -48,6 +48,8 @@ from typing import Literal, overload
 import torch
 from torch import Tensor, nn
 
+from .cpu_inference import cpu_inference
+
 Activation = Literal["relu", "softplus", "none"]
 Normalize = Literal["hw", "sqrt_c_hw", "none", "mass"]
 
@@ -63,12 +65,6 @@ def _make_activation(name: str) -> nn.Module:
     if name == "none":
         return nn.Identity()
     raise ValueError(f"{_WHERE}: unknown activation {name!r} (expected 'relu', 'softplus' or 'none')")
-
-
-def _as_matrix_product(q: Tensor) -> bool:
-    """Whether :meth:`DenseInstanceAffinity.embed` takes phi0 / phi1 as matrix products: on a CPU without
-    autograd (inference); training keeps the convolutions."""
-    return q.device.type == "cpu" and not (torch.is_grad_enabled() and q.requires_grad)
 
 
 class DenseInstanceAffinity(nn.Module):
@@ -107,10 +103,14 @@ class DenseInstanceAffinity(nn.Module):
         c = feature_channels
         self.phi0 = nn.Sequential(nn.Conv2d(c, c, 1), _make_activation(activation))
         self.phi1 = nn.Sequential(nn.Conv2d(c, c, 1), _make_activation(activation))
-        self.learn_gain = learn_gain
         self.log_gain: nn.Parameter | float = (
             nn.Parameter(torch.tensor(float(log_gain))) if learn_gain else float(log_gain)
         )
+
+    @property
+    def learn_gain(self) -> bool:
+        """Whether ``log_gain`` is a learnt parameter."""
+        return isinstance(self.log_gain, nn.Parameter)
 
     def gain(self) -> float:
         """The gain ``exp(log_gain)`` on the propagated term, as a number."""
@@ -145,7 +145,7 @@ class DenseInstanceAffinity(nn.Module):
         ``W q + b`` on ``[C, HW]`` (oneDNN's convolution reorders the large NCHW tensors to its blocked
         layout and back, ~1.5x the cost); the values agree to fp32 rounding (tested)."""
         b, c = q.shape[:2]
-        if _as_matrix_product(q):
+        if cpu_inference(q):  # phi0 / phi1 as matrix products; training keeps the convolutions
             flat = q.reshape(b, c, -1)
             return self._pointwise(self.phi0, flat), self._pointwise(self.phi1, flat)
         return self.phi0(q).reshape(b, c, -1), self.phi1(q).reshape(b, c, -1)
@@ -212,7 +212,7 @@ class DenseInstanceAffinity(nn.Module):
                 mass = self.channel_mass(pf)
                 if mass is not None:
                     t = t / mass  # per channel: the Psi_k-weighted mean of phi1 over the segment
-                if isinstance(self.log_gain, nn.Parameter):
+                if self.learn_gain:
                     t = t * self.log_gain.to(dtype).exp()
                 # [K, HW] = Psi^T + scale * (phi0(Q) (phi1(Q)^T Psi))^T, one fused [K, HW] allocation
                 if self.residual:
