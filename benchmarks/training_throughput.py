@@ -15,7 +15,9 @@ same work on the same batches. Variants:
 * ``bf16+cl``: bf16 and ``trainer.channels_last``;
 * ``bf16+capN``, ``bf16+cl+capN``: also ``model.panoptic_max_detections_train: N`` (the panoptic head's
   detections in training), without and with channels_last;
-* ``conf``: the demo's configuration as committed (``conf/base/parameters_demo.yml``).
+* ``conf``: the demo's configuration as committed (``conf/base/parameters_demo.yml``);
+* ``conf (torchvision heads)``: the same with torchvision's RoI poolers and mask branch: what the project's
+  detector classes save in the demo's configuration.
 
 Run: ``.venv/bin/python benchmarks/training_throughput.py`` (``--threads 2`` pins threads; ``--weights
 data/06_models/demo/model.pt`` times the steps from the demo's trained weights, where fewer detections
@@ -117,6 +119,7 @@ def _variants(demo: dict[str, Any], caps: list[int]) -> dict[str, dict[str, Any]
         "channels_last": bool(t.get("channels_last", False)),
         "cap": demo["model"].get("panoptic_max_detections_train"),
     }
+    out["conf (torchvision heads)"] = {**out["conf"], "torchvision_heads": True}
     return out
 
 
