@@ -16,7 +16,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.model import build_model
 from unipan_pipeline.model import roi_align as roi_align_module
-from unipan_pipeline.model.mask_head import MaskHead, MaskPredictor
+from unipan_pipeline.model.mask_head import MaskHead, MaskPredictor, mask_branch_precision
 from unipan_pipeline.model.roi_align import ThreadedMultiScaleRoIAlign
 
 KEYS = ["0", "1", "2", "3"]
@@ -140,9 +140,8 @@ def test_mask_branch_runs_in_the_compute_dtype() -> None:
     dtypes: list[torch.dtype] = []
     new_pred.mask_fcn_logits.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
     x = torch.randn(20, 16, 14, 14, generator=torch.Generator().manual_seed(2))
-    for m in (new_head, new_pred):
-        m.compute_dtype = torch.bfloat16
-    y = new_pred(new_head(x))
+    with mask_branch_precision(torch.bfloat16):
+        y = new_pred(new_head(x))
     assert dtypes == [torch.bfloat16] and y.dtype == torch.float32
     torch.testing.assert_close(y, pred(head(x)), rtol=0.05, atol=0.05)
 

@@ -22,6 +22,7 @@ probabilities into the mask head and, via RoIAlign, into the FPN - the end-to-en
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 
 from .backbone import ROI_KEYS
 from .config import ModelConfig
-from .mask_head import MaskHead, MaskPredictor, caller_autocast_dtype, set_compute_dtype
+from .mask_head import MaskHead, MaskPredictor, caller_autocast_dtype, mask_branch_precision
 from .roi_align import ThreadedMultiScaleRoIAlign
 
 Detections = dict[str, Tensor]
@@ -157,12 +158,6 @@ class DetectionSubmodule(nn.Module):
             detections_per_img=cfg.detections_per_img,
             **mask_parts,
         )
-        self._inside_forward = False
-
-    def _mask_branch_dtype(self, dtype: torch.dtype | None) -> None:
-        heads = self.roi_heads
-        if heads.has_mask():
-            set_compute_dtype([heads.mask_head, heads.mask_predictor], dtype)
 
     def forward(
         self,
@@ -192,26 +187,11 @@ class DetectionSubmodule(nn.Module):
         # new shape costing oneDNN a new kernel on a CPU (steps grew from 1.2 to 2 s). Only the backbone,
         # FPN and dense heads (fixed shapes, most of the FLOPs) take the low precision, and the mask branch
         # (no coordinates; its RoI batches padded to recurring sizes in training: .mask_head).
-        self._mask_branch_dtype(caller_autocast_dtype(images.tensors.device.type))
-        self._inside_forward = True
-        try:
-            return self._forward_fp32(
-                images, features, targets, detect=detect, mask_grad=mask_grad, max_detections=max_detections
-            )
-        finally:
-            self._inside_forward = False
-
-    def _forward_fp32(
-        self,
-        images: ImageList,
-        features: OrderedDict[str, Tensor],
-        targets: list[dict[str, Tensor]] | None,
-        *,
-        detect: bool,
-        mask_grad: bool,
-        max_detections: int | None,
-    ) -> tuple[list[Detections], dict[str, Tensor]]:
-        with torch.autocast(device_type=images.tensors.device.type, enabled=False):
+        device_type = images.tensors.device.type
+        with (
+            mask_branch_precision(caller_autocast_dtype(device_type)),
+            torch.autocast(device_type=device_type, enabled=False),
+        ):
             features = OrderedDict((k, v.float()) for k, v in features.items())
             images = ImageList(images.tensors.float(), images.image_sizes)
             losses: dict[str, Tensor] = {}
@@ -284,9 +264,9 @@ class DetectionSubmodule(nn.Module):
         (:mod:`.mask_head`; called on GT / perturbed boxes from outside :meth:`forward` too)."""
         heads = self.roi_heads
         device_type = next(iter(features.values())).device.type
-        if not self._inside_forward:  # inside, forward has set the dtype of its caller's autocast
-            self._mask_branch_dtype(caller_autocast_dtype(device_type))
+        caller = caller_autocast_dtype(device_type)  # None inside forward: forward set the branch's dtype
         with (
+            mask_branch_precision(caller) if caller is not None else nullcontext(),
             torch.autocast(device_type=device_type, enabled=False),
             torch.set_grad_enabled(grad and torch.is_grad_enabled()),
         ):

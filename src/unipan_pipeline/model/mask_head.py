@@ -6,8 +6,9 @@ four convolutions over every RoI at 14x14 and 28x28: on a CPU it was the largest
 step after the backbone (measured: 240 ms fp32 against 120 ms bf16 forward + backward for 64 RoIs). Two
 things make it cheap without touching the box coordinates that must stay in fp32:
 
-* ``compute_dtype``: the detector sets it to the caller's autocast dtype (``None`` without autocast), and the
-  convolutions run under that autocast; outputs are returned in the input's dtype (fp32).
+* the dtype: the detector runs the mask branch inside :func:`mask_branch_precision` with the caller's autocast
+  dtype (fp32 without autocast), and the convolutions run under that autocast; outputs are returned in the
+  input's dtype (fp32).
 * ``bucket``: with gradients on (training), the RoI batch is zero-padded to a multiple of ``bucket`` and the
   padding dropped afterwards. The number of positive RoIs changes at every step, and every new batch size
   costs oneDNN a new kernel; with buckets a few sizes recur. The padded rows are zeros, independent of the
@@ -18,16 +19,21 @@ Parameter names are torchvision's, so state dicts of either class load into the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
-__all__ = ["MaskHead", "MaskPredictor", "caller_autocast_dtype", "set_compute_dtype"]
+__all__ = ["MaskHead", "MaskPredictor", "caller_autocast_dtype", "mask_branch_precision"]
 
 DEFAULT_BUCKET = 32
 """RoI batches are padded to a multiple of this many RoIs in training."""
+
+_COMPUTE_DTYPE: ContextVar[torch.dtype | None] = ContextVar("mask_branch_dtype", default=None)
 
 
 def caller_autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -37,9 +43,19 @@ def caller_autocast_dtype(device_type: str) -> torch.dtype | None:
     return torch.get_autocast_dtype(device_type)
 
 
-def _run_padded(
-    forward: Callable[[Tensor], Tensor], x: Tensor, bucket: int, dtype: torch.dtype | None
-) -> Tensor:
+@contextmanager
+def mask_branch_precision(dtype: torch.dtype | None) -> Iterator[None]:
+    """Run the mask branch (:class:`MaskHead`, :class:`MaskPredictor`) in ``dtype`` inside this block
+    (``None``: fp32, also the default outside any block)."""
+    token = _COMPUTE_DTYPE.set(dtype)
+    try:
+        yield
+    finally:
+        _COMPUTE_DTYPE.reset(token)
+
+
+def _run_padded(forward: Callable[[Tensor], Tensor], x: Tensor, bucket: int) -> Tensor:
+    dtype = _COMPUTE_DTYPE.get()
     n = x.shape[0]
     pad = (-n) % bucket if bucket > 0 and torch.is_grad_enabled() and n > 0 else 0
     if pad:
@@ -49,38 +65,22 @@ def _run_padded(
     return (y[:n] if pad else y).to(x.dtype)
 
 
-class MaskHead(MaskRCNNHeads):
-    """torchvision's ``MaskRCNNHeads`` (same layers and parameters) in ``compute_dtype`` on RoI batches padded
-    to a multiple of ``bucket`` while training (module docstring)."""
+class _PaddedRoIBatches:
+    """Mixin of a torchvision RoI module: its forward in :func:`mask_branch_precision`'s dtype, on RoI
+    batches padded to a multiple of ``bucket`` while training (module docstring)."""
 
-    def __init__(
-        self, in_channels: int, layers: list[int], dilation: int, bucket: int = DEFAULT_BUCKET
-    ) -> None:
-        super().__init__(in_channels, layers, dilation)
+    def __init__(self, *args: Any, bucket: int = DEFAULT_BUCKET, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.bucket = bucket
-        self.compute_dtype: torch.dtype | None = None
 
     def forward(self, x: Tensor) -> Tensor:
-        return _run_padded(super().forward, x, self.bucket, self.compute_dtype)
+        return _run_padded(super().forward, x, self.bucket)  # type: ignore[misc]
 
 
-class MaskPredictor(MaskRCNNPredictor):
-    """torchvision's ``MaskRCNNPredictor`` (same layers and parameters) in ``compute_dtype`` on RoI batches
-    padded to a multiple of ``bucket`` while training (module docstring)."""
-
-    def __init__(
-        self, in_channels: int, dim_reduced: int, num_classes: int, bucket: int = DEFAULT_BUCKET
-    ) -> None:
-        super().__init__(in_channels, dim_reduced, num_classes)
-        self.bucket = bucket
-        self.compute_dtype: torch.dtype | None = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        return _run_padded(super().forward, x, self.bucket, self.compute_dtype)
+class MaskHead(_PaddedRoIBatches, MaskRCNNHeads):
+    """torchvision's ``MaskRCNNHeads`` (same layers and parameters), padded and in the mask branch's dtype."""
 
 
-def set_compute_dtype(modules: list[nn.Module | None], dtype: torch.dtype | None) -> None:
-    """Point the mask branch's modules at the caller's autocast dtype (``None``: fp32)."""
-    for m in modules:
-        if isinstance(m, MaskHead | MaskPredictor):
-            m.compute_dtype = dtype
+class MaskPredictor(_PaddedRoIBatches, MaskRCNNPredictor):
+    """torchvision's ``MaskRCNNPredictor`` (same layers and parameters), padded and in the mask branch's
+    dtype."""

@@ -41,6 +41,8 @@ def _executor(workers: int) -> ThreadPoolExecutor:
     a forked child has the pool object but not its threads)."""
     if _POOL and _POOL[0][:2] == (os.getpid(), workers):
         return _POOL[0][2]
+    if _POOL and _POOL[0][0] == os.getpid():  # the thread count changed: let the old pool's threads end
+        _POOL[0][2].shutdown(wait=False)
     _POOL.clear()
     _POOL.append((os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="roi_align")))
     return _POOL[0][2]
@@ -74,9 +76,10 @@ class _ThreadedRoIAlign(torch.autograd.Function):
 
         def pool(task: tuple[int, Tensor]) -> Tensor:
             level, idx = task
-            return torch.ops.torchvision.roi_align(
-                features[level], rois[idx], scales[level], *output_size, sampling_ratio, False
-            )
+            with torch.no_grad():  # grad mode is per thread: a pool thread would record a needless graph
+                return torch.ops.torchvision.roi_align(
+                    features[level], rois[idx], scales[level], *output_size, sampling_ratio, False
+                )
 
         result = features[0].new_zeros((len(rois), features[0].shape[1], *output_size))
         for (_, idx), out in zip(tasks, _executor(workers).map(pool, tasks), strict=True):
@@ -96,10 +99,11 @@ class _ThreadedRoIAlign(torch.autograd.Function):
 
         def grad(task: tuple[int, Tensor]) -> Tensor:
             level, idx = task
-            n, c, h, w = shapes[level]
-            return torch.ops.torchvision._roi_align_backward(
-                grad_output[idx], rois[idx], scales[level], *output_size, n, c, h, w, sampling_ratio, False
-            )
+            shape = shapes[level]
+            with torch.no_grad():
+                return torch.ops.torchvision._roi_align_backward(
+                    grad_output[idx], rois[idx], scales[level], *output_size, *shape, sampling_ratio, False
+                )
 
         grads: list[Tensor | None] = [None] * len(shapes)
         for (level, _), g in zip(tasks, _executor(workers).map(grad, tasks), strict=True):
