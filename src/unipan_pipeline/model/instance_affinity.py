@@ -150,6 +150,17 @@ class DenseInstanceAffinity(nn.Module):
             return self._pointwise(self.phi0, flat), self._pointwise(self.phi1, flat)
         return self.phi0(q).reshape(b, c, -1), self.phi1(q).reshape(b, c, -1)
 
+    @torch.no_grad()
+    def live_channels(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """Which of the ``C`` channels of ``phi0(Q)`` and ``phi1(Q)`` are non-zero at some cell of ``q``
+        (``[C, h, w]`` or ``[B, C, h, w]``): two bool ``[C]`` masks.
+
+        Only channels alive in both carry eq. 4's propagated term, ``sum_c phi0_c (phi1_c^T Psi)``: with
+        ReLU, a channel whose pre-activation is negative everywhere (a "dead" unit) contributes nothing, and
+        with no channel alive in both, ``P == Psi`` exactly."""
+        f0, f1 = self.embed(q if q.ndim == 4 else q[None])  # [B, C, HW]
+        return (f0 != 0).any(dim=2).any(dim=0), (f1 != 0).any(dim=2).any(dim=0)
+
     def _pointwise(self, phi: nn.Sequential, flat: Tensor) -> Tensor:
         """``phi`` (a 1x1 convolution and its activation) applied to ``[B, C, HW]`` as ``W x + b``."""
         conv, activation = phi[0], phi[1]
