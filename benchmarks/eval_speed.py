@@ -332,23 +332,18 @@ def _side_by_side(
         "--output",
         str(out / "ours_cli.json"),
     ]
-    runs: dict[str, list[float]] = {"ours": []}
-    hot_cmd = None
+    commands: dict[str, tuple[list[str], dict[str, str] | None]] = {"ours": (ours_cmd, None)}
     if importlib.util.find_spec("hotcoco") is not None:
         hot_cmd = [sys.executable, "-c", HOTCOCO_SCRIPT, *paths, str(out / "hotcoco.json")]
-        runs["hotcoco"] = []
+        commands["hotcoco"] = (hot_cmd, {**os.environ, "RAYON_NUM_THREADS": str(workers)})
     else:
         print("(hotcoco not installed: pip install -e '.[bench]'; its row is left out)")
-    hot_env = {**os.environ, "RAYON_NUM_THREADS": str(workers)}
+    runs: dict[str, list[float]] = {name: [] for name in commands}
     for k in range(repeats):  # back-to-back pairs, the order alternating: drifts in load hit both alike
-        order = ("ours", "hotcoco") if k % 2 == 0 else ("hotcoco", "ours")
-        for name in order:
-            if name == "ours":
-                runs["ours"].append(_timed_process(ours_cmd))
-            elif hot_cmd is not None:
-                runs["hotcoco"].append(_timed_process(hot_cmd, hot_env))
+        for name in list(commands)[:: 1 if k % 2 == 0 else -1]:
+            runs[name].append(_timed_process(*commands[name]))
     results = {"ours": json.loads((out / "ours_cli.json").read_text())}
-    if hot_cmd is not None:
+    if "hotcoco" in commands:
         results["hotcoco"] = _hotcoco_as_pq_compute(json.loads((out / "hotcoco.json").read_text()))
     return runs, results
 
