@@ -28,10 +28,12 @@ from unipan_pipeline.evaluation import (
     SegmentMismatchError,
     UnknownCategoryError,
     pq_compute_files,
+    pq_matching,
     read_id_png,
     write_id_png,
 )
 from unipan_pipeline.evaluation.__main__ import main as cli_main
+from unipan_pipeline.fileio.png import ID_MASK
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "panopticapi_sample"
 needs_sample = pytest.mark.skipif(not SAMPLE.is_dir(), reason=f"panopticapi sample data absent: {SAMPLE}")
@@ -762,3 +764,24 @@ def test_command_line_process_is_light_and_agrees(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("block", [1, 5, 64, 1 << 18])
+def test_joint_runs_by_blocks_equal_a_plain_run_length_encoding(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``joint_runs`` compares the maps block by block; any block size gives the run-length encoding of the
+    pairs, a run that crosses a block seam included, and masks the values when asked."""
+    monkeypatch.setattr(pq_matching, "_RUN_BLOCK", block)
+    rng = np.random.default_rng(block)
+    gt = np.repeat(rng.integers(0, 4, size=(37, 9)), 3, axis=1).astype(np.uint32)  # runs of 3..many
+    pred = np.repeat(rng.integers(0, 3, size=(37, 27 // 9)), 9, axis=1).astype(np.uint32)
+    gt[5:9] = (7 << 24) | 2  # a changing alpha byte: masked values
+    flat = np.stack([gt.reshape(-1), pred.reshape(-1)], axis=1)
+    starts = [0] + [i for i in range(1, len(flat)) if (flat[i] != flat[i - 1]).any()]
+    lengths = np.diff([*starts, len(flat)])
+    g_run, p_run, got_lengths = pq_matching.joint_runs(gt, pred, value_mask=ID_MASK)
+    np.testing.assert_array_equal(got_lengths, lengths)
+    np.testing.assert_array_equal(g_run, flat[starts, 0] & 0xFFFFFF)
+    np.testing.assert_array_equal(p_run, flat[starts, 1])
+    assert got_lengths.sum() == gt.size
