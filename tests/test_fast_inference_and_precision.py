@@ -36,6 +36,7 @@ from unipan_pipeline.training.precision import Autocast, resolve_amp
 # the modules, not the functions of the same name that unipan_pipeline.model exports
 potential_module = importlib.import_module("unipan_pipeline.model.dynamic_potential")
 affinity_module = importlib.import_module("unipan_pipeline.model.instance_affinity")
+upsampled_argmax_module = importlib.import_module("unipan_pipeline.model.upsampled_argmax")
 
 torch.set_num_threads(1)
 
@@ -86,6 +87,19 @@ def test_sparse_argmax_equals_dense(  # noqa: PLR0917 - parametrised
     assert torch.equal(upsampled_argmax(x, (height, width), dense_above=1.0), expected)  # sparse path
     assert torch.equal(upsampled_argmax(x, (height, width), dense_above=0.0), expected)  # candidate-dense
     assert torch.equal(upsampled_argmax(x, (height, width)), expected)
+
+
+@pytest.mark.parametrize("strip", [1, 3, 7])
+def test_candidate_dense_argmax_in_strips_equals_dense(strip: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidate-dense path works strip by strip; strips that cut the grid (halo rows at their seams,
+    the image border in the first and last one) give the dense upsampling's argmax."""
+    monkeypatch.setattr(upsampled_argmax_module, "_STRIP", strip)
+    g = torch.Generator().manual_seed(strip)
+    for k, h, w, height, width in [(6, 11, 9, 44, 33), (3, 8, 5, 29, 18), (9, 2, 7, 5, 28)]:
+        x = torch.randn(k, h, w, generator=g)
+        x[:, : h // 2] = x[:, : h // 2].round()  # exact ties too
+        expected = upsampled_argmax_reference(x, (height, width))
+        assert torch.equal(upsampled_argmax(x, (height, width), dense_above=0.0), expected)
 
 
 @pytest.mark.parametrize("kind", ["noise", "ties"])

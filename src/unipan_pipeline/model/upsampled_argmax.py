@@ -31,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+_STRIP = 32
+"""Cell rows per strip of the candidate-dense evaluation (a few MB of temporaries at 2048 columns)."""
+
 
 def _source_index(n_out: int, n_in: int, stride: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """Per output coordinate: the two source cells and the weight of the second (``interpolate``'s rule)."""
@@ -73,9 +76,7 @@ def upsampled_argmax(
     mixed = ~uniform
     n_mixed = int(mixed.sum())
     if n_mixed > dense_above * mixed.numel():  # labels change almost everywhere: evaluate every cell
-        padded = _replicate_pad(x, sentinel=True)
-        hi, lo = neighbourhood_range(x, padded[:k])
-        return _candidate_dense_argmax(x, padded, hi, lo, size=size, stride=stride)
+        return _candidate_dense_argmax(x, size=size, stride=stride)
     out = coarse[:, None, :, None].expand(h, stride, w, stride).reshape(h * stride, w * stride)
     out = out[:height, :width].contiguous()
     if n_mixed == 0:
@@ -177,19 +178,69 @@ def _lerp_neighbours(
     return out
 
 
-def _candidate_dense_argmax(
-    x: Tensor, padded: Tensor, hi: Tensor, lo: Tensor, *, size: tuple[int, int], stride: int
-) -> Tensor:
+def _padded_rows(x: Tensor, first: int, stop: int) -> Tensor:
+    """Rows ``first - 1 .. stop`` of ``x`` [K, h, w] (clamped: the border replicated), one column of
+    replicate padding on each side and an extra channel ``K`` of -inf: the :func:`_replicate_pad` (with
+    sentinel) of the whole map, cut to the cell rows ``first .. stop - 1`` and their neighbours."""
+    k, h, w = x.shape
+    rows = torch.arange(first - 1, stop + 1, device=x.device).clamp_(0, h - 1)
+    out = x.new_empty(k + 1, rows.numel(), w + 2)
+    out[:k, :, 1:-1] = x.index_select(1, rows)
+    out[:k, :, 0], out[:k, :, -1] = out[:k, :, 1], out[:k, :, -2]
+    out[k] = float("-inf")
+    return out
+
+
+def _candidate_dense_argmax(x: Tensor, *, size: tuple[int, int], stride: int) -> Tensor:
     """Every cell's pixels from its candidate channels only (see the module docstring); exact.
 
-    ``padded``: :func:`_replicate_pad` of ``x`` with the -inf sentinel channel; ``hi``/``lo``: its
-    :func:`neighbourhood_range`. Loops run over channels, one cache-sized plane at a time."""
+    Works through the grid :data:`_STRIP` cell rows at a time (each strip padded with its neighbouring
+    rows), so that its temporaries stay a few MB - cache-sized and reused - instead of ~50 MB tensors the
+    size of the whole map, each faulted in afresh per call. Loops run over channels."""
     k, h, w = x.shape
+    strip = _STRIP
     device = x.device
+    # per sub-pixel offset and cell: the two source cells (offsets 0/1/2 into ``near``) and the weight of
+    # the second, exactly as ``interpolate`` computes them (borders included)
+    y0, y1, ly = _source_index(h * stride, h, stride, device)
+    x0, x1, lx = _source_index(w * stride, w, stride, device)
+    cells_y = torch.arange(h, device=device)[:, None]
+    cells_x = torch.arange(w, device=device)[:, None]
+    dy0, dy1 = y0.view(h, stride) - cells_y + 1, y1.view(h, stride) - cells_y + 1
+    dx0, dx1 = x0.view(w, stride) - cells_x + 1, x1.view(w, stride) - cells_x + 1
+    ly, lx = ly.view(h, stride).to(x.dtype), lx.view(w, stride).to(x.dtype)
+    out = torch.empty(h, stride, w, stride, dtype=torch.long, device=device)
+    for first in range(0, h, strip):
+        stop = min(h, first + strip)
+        rows = slice(first, stop)
+        padded = _padded_rows(x, first, stop)  # [K + 1, n + 2, w + 2]
+        hi, lo = neighbourhood_range(x[:, rows], padded[:k])
+        out[rows] = _candidate_dense_strip(
+            padded, hi, lo, (dy0[rows], dy1[rows], ly[rows]), (dx0, dx1, lx), stride=stride
+        )
+    height, width = size
+    out = out.view(h * stride, w * stride)
+    return out if (height, width) == out.shape else out[:height, :width].contiguous()
+
+
+def _candidate_dense_strip(
+    padded: Tensor,
+    hi: Tensor,
+    lo: Tensor,
+    rows_lerp: tuple[Tensor, Tensor, Tensor],
+    cols_lerp: tuple[Tensor, Tensor, Tensor],
+    *,
+    stride: int,
+) -> Tensor:
+    """:func:`_candidate_dense_argmax` of one strip of ``n`` cell rows: ``padded`` [K + 1, n + 2, w + 2] (the
+    sentinel channel last), ``hi``/``lo`` [K, n, w] its :func:`neighbourhood_range`, the interpolation's
+    (first, second, weight) per cell row and column. Returns int64 [n, stride, w, stride]."""
+    k, h, w = hi.shape
+    device = hi.device
     floor = lo[0].clone()
     for c in range(1, k):
         torch.maximum(floor, lo[c], out=floor)
-    candidate = hi >= floor - 1e-5 * floor.abs() - 1e-12  # margin for rounding  # [K, h, w]
+    candidate = hi >= floor - 1e-5 * floor.abs() - 1e-12  # margin for rounding  # [K, n, w]
     count = torch.zeros(h, w, dtype=torch.long, device=device)
     for c in range(k):
         count += candidate[c]
@@ -201,30 +252,20 @@ def _candidate_dense_argmax(
     for c in range(k):
         slots.scatter_(0, torch.where(candidate[c], count, n_cand)[None], c)
         count += candidate[c]
-    chans = slots[:n_cand]  # [C, h, w]
-    # the candidates' values over the 3x3 neighbourhood: near[dy + 1, dx + 1] is [C, h, w]
-    near = x.new_empty(3, 3, n_cand, h, w)
+    chans = slots[:n_cand]  # [C, n, w]
+    # the candidates' values over the 3x3 neighbourhood: near[dy + 1, dx + 1] is [C, n, w]
+    near = padded.new_empty(3, 3, n_cand, h, w)
     for dy in range(3):
         for dx in range(3):
             torch.gather(padded[:, dy : dy + h, dx : dx + w], 0, chans, out=near[dy, dx])
-    # per sub-pixel offset and cell: the two source cells (offsets 0/1/2 into ``near``) and the weight of
-    # the second, exactly as ``interpolate`` computes them (borders included)
-    y0, y1, ly = _source_index(h * stride, h, stride, device)
-    x0, x1, lx = _source_index(w * stride, w, stride, device)
-    cells_y = torch.arange(h, device=device)[:, None]
-    cells_x = torch.arange(w, device=device)[:, None]
-    dy0, dy1 = y0.view(h, stride) - cells_y + 1, y1.view(h, stride) - cells_y + 1
-    dx0, dx1 = x0.view(w, stride) - cells_x + 1, x1.view(w, stride) - cells_x + 1
-    ly, lx = ly.view(h, stride).to(x.dtype), lx.view(w, stride).to(x.dtype)
+    (dy0, dy1, ly), (dx0, dx1, lx) = rows_lerp, cols_lerp
     out = torch.empty(h, stride, w, stride, dtype=torch.long, device=device)
     for s in range(stride):  # columns first: ``interpolate`` blends each source row horizontally
-        rows = _lerp_neighbours(near, 1, dx0[:, s], dx1[:, s], lx[:, s], axis=3)  # [3, C, h, w]
+        rows = _lerp_neighbours(near, 1, dx0[:, s], dx1[:, s], lx[:, s], axis=3)  # [3, C, n, w]
         for r in range(stride):
-            values = _lerp_neighbours(rows, 0, dy0[:, r], dy1[:, r], ly[:, r], axis=1)  # [C, h, w]
+            values = _lerp_neighbours(rows, 0, dy0[:, r], dy1[:, r], ly[:, r], axis=1)  # [C, n, w]
             out[:, r, :, s] = chans.gather(0, first_argmax(values)[None])[0]
-    height, width = size
-    out = out.view(h * stride, w * stride)
-    return out if (height, width) == out.shape else out[:height, :width].contiguous()
+    return out
 
 
 def upsampled_argmax_reference(x: Tensor, size: tuple[int, int], stride: int = 4) -> Tensor:
