@@ -132,13 +132,15 @@ def first_argmax(x: Tensor) -> Tensor:
     return index
 
 
-def _replicate_pad(x: Tensor, *, sentinel: bool = False) -> Tensor:
+def _replicate_pad(x: Tensor, *, sentinel: bool = False, rows: tuple[int, int] | None = None) -> Tensor:
     """``x`` [K, h, w] padded by one cell on each side (border replicated), with an extra channel of -inf
-    at index ``K`` when ``sentinel``: one allocation, written once."""
+    at index ``K`` when ``sentinel``: one allocation, written once. ``rows=(first, stop)``: only the cell
+    rows ``first .. stop - 1`` and their neighbouring rows (the same as cutting the whole padded map)."""
     k, h, w = x.shape
-    out = x.new_empty(k + int(sentinel), h + 2, w + 2)
-    out[:k, 1:-1, 1:-1] = x
-    out[:k, 0, 1:-1], out[:k, -1, 1:-1] = x[:, 0], x[:, -1]
+    first, stop = rows or (0, h)
+    out = x.new_empty(k + int(sentinel), stop - first + 2, w + 2)
+    out[:k, 1:-1, 1:-1] = x[:, first:stop]
+    out[:k, 0, 1:-1], out[:k, -1, 1:-1] = x[:, max(first - 1, 0)], x[:, min(stop, h - 1)]
     out[:k, :, 0], out[:k, :, -1] = out[:k, :, 1], out[:k, :, -2]
     if sentinel:
         out[k] = float("-inf")
@@ -178,19 +180,6 @@ def _lerp_neighbours(
     return out
 
 
-def _padded_rows(x: Tensor, first: int, stop: int) -> Tensor:
-    """Rows ``first - 1 .. stop`` of ``x`` [K, h, w] (clamped: the border replicated), one column of
-    replicate padding on each side and an extra channel ``K`` of -inf: the :func:`_replicate_pad` (with
-    sentinel) of the whole map, cut to the cell rows ``first .. stop - 1`` and their neighbours."""
-    k, h, w = x.shape
-    rows = torch.arange(first - 1, stop + 1, device=x.device).clamp_(0, h - 1)
-    out = x.new_empty(k + 1, rows.numel(), w + 2)
-    out[:k, :, 1:-1] = x.index_select(1, rows)
-    out[:k, :, 0], out[:k, :, -1] = out[:k, :, 1], out[:k, :, -2]
-    out[k] = float("-inf")
-    return out
-
-
 def _candidate_dense_argmax(x: Tensor, *, size: tuple[int, int], stride: int) -> Tensor:
     """Every cell's pixels from its candidate channels only (see the module docstring); exact.
 
@@ -213,10 +202,10 @@ def _candidate_dense_argmax(x: Tensor, *, size: tuple[int, int], stride: int) ->
     for first in range(0, h, strip):
         stop = min(h, first + strip)
         rows = slice(first, stop)
-        padded = _padded_rows(x, first, stop)  # [K + 1, n + 2, w + 2]
+        padded = _replicate_pad(x, sentinel=True, rows=(first, stop))  # [K + 1, n + 2, w + 2]
         hi, lo = neighbourhood_range(x[:, rows], padded[:k])
-        out[rows] = _candidate_dense_strip(
-            padded, hi, lo, (dy0[rows], dy1[rows], ly[rows]), (dx0, dx1, lx), stride=stride
+        _candidate_dense_strip(
+            padded, hi, lo, (dy0[rows], dy1[rows], ly[rows]), (dx0, dx1, lx), out=out[rows]
         )
     height, width = size
     out = out.view(h * stride, w * stride)
@@ -230,12 +219,14 @@ def _candidate_dense_strip(
     rows_lerp: tuple[Tensor, Tensor, Tensor],
     cols_lerp: tuple[Tensor, Tensor, Tensor],
     *,
-    stride: int,
-) -> Tensor:
+    out: Tensor,
+) -> None:
     """:func:`_candidate_dense_argmax` of one strip of ``n`` cell rows: ``padded`` [K + 1, n + 2, w + 2] (the
     sentinel channel last), ``hi``/``lo`` [K, n, w] its :func:`neighbourhood_range`, the interpolation's
-    (first, second, weight) per cell row and column. Returns int64 [n, stride, w, stride]."""
+    (first, second, weight) per cell row and column; writes the labels into ``out``, int64
+    [n, stride, w, stride]."""
     k, h, w = hi.shape
+    stride = out.shape[1]
     device = hi.device
     floor = lo[0].clone()
     for c in range(1, k):
@@ -259,13 +250,11 @@ def _candidate_dense_strip(
         for dx in range(3):
             torch.gather(padded[:, dy : dy + h, dx : dx + w], 0, chans, out=near[dy, dx])
     (dy0, dy1, ly), (dx0, dx1, lx) = rows_lerp, cols_lerp
-    out = torch.empty(h, stride, w, stride, dtype=torch.long, device=device)
     for s in range(stride):  # columns first: ``interpolate`` blends each source row horizontally
         rows = _lerp_neighbours(near, 1, dx0[:, s], dx1[:, s], lx[:, s], axis=3)  # [3, C, n, w]
         for r in range(stride):
             values = _lerp_neighbours(rows, 0, dy0[:, r], dy1[:, r], ly[:, r], axis=1)  # [C, n, w]
             out[:, r, :, s] = chans.gather(0, first_argmax(values)[None])[0]
-    return out
 
 
 def upsampled_argmax_reference(x: Tensor, size: tuple[int, int], stride: int = 4) -> Tensor:
