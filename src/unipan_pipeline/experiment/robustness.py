@@ -45,6 +45,7 @@ from unipan_pipeline.evaluation.metrics import collect_metrics
 from unipan_pipeline.experiment.common import check_keys, load_bundle, plain
 from unipan_pipeline.experiment.train import eval_transform, prediction_at_size
 from unipan_pipeline.model import PanopticNetwork
+from unipan_pipeline.model.box_perturbation import shrink_and_shift
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ HEURISTIC_KEYS = {
 def perturb_boxes(
     boxes: Tensor, fraction: float, image_size: tuple[int, int], generator: torch.Generator
 ) -> Tensor:
-    """Shrink and shift boxes by ``fraction`` of their size (Fig. 1's inaccurate detections).
+    """Shrink and shift boxes by ``fraction`` of their size (Fig. 1's inaccurate detections; the rule is
+    :func:`~unipan_pipeline.model.box_perturbation.shrink_and_shift`, shared with training's box jitter).
 
     Each side moves inwards by ``fraction / 2`` of the box width / height, then the box moves by
     ``r * (w cos t, h sin t)`` with ``r ~ U(0, fraction)`` and ``t ~ U(0, 2 pi)`` (a random direction, up to
@@ -95,17 +97,7 @@ def perturb_boxes(
     t = torch.rand(d, generator=generator, dtype=torch.float64) * (2 * math.pi)
     if fraction == 0.0 or d == 0:
         return boxes.clone()
-    b = boxes.to(torch.float64)
-    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-    dx = (r * torch.cos(t)).to(b.device) * w
-    dy = (r * torch.sin(t)).to(b.device) * h
-    x1 = b[:, 0] + 0.5 * fraction * w + dx
-    x2 = b[:, 2] - 0.5 * fraction * w + dx
-    y1 = b[:, 1] + 0.5 * fraction * h + dy
-    y2 = b[:, 3] - 0.5 * fraction * h + dy
-    height, width = image_size
-    out = torch.stack([x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)], 1)
-    return out.to(boxes.dtype)
+    return shrink_and_shift(boxes, torch.full_like(r, fraction), r, t, image_size)
 
 
 def pq_under_box_perturbation(

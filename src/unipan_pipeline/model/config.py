@@ -93,6 +93,12 @@ class ModelConfig:
     panoptic_max_detections_train: int | None = None
     """Training: at most this many top-scoring predicted detections per image reach the panoptic head (and
     its mask pass with gradients); ``None`` = all (up to ``detections_per_img``). Inference is unaffected."""
+    train_box_jitter: float = 0.0
+    """Training: each detection given to the panoptic head (predicted or ground truth) has its box shrunk by
+    ``f ~ U(0, train_box_jitter)`` of its size and shifted by up to ``f`` of it before its mask is predicted
+    and it is matched (:mod:`.box_perturbation`); its target is still the whole segment, so that the matching
+    loss rewards the affinity for recovering what an imperfect box cuts off (Fig. 1). 0 = off (the paper);
+    in [0, 0.5). Inference is unaffected."""
     void_unclaimed_things: bool = False
     """Argmax inference: pixels won by a stuff channel while the semantic argmax is a thing class become void
     (off = the paper's plain argmax; see panoptic_network.py)."""
@@ -166,6 +172,8 @@ class ModelConfig:
                 f"ModelConfig.train_detections={self.train_detections!r}: "
                 "choose 'predicted' or 'ground_truth'"
             )
+        if not 0.0 <= self.train_box_jitter < 0.5:
+            raise ValueError(f"ModelConfig.train_box_jitter={self.train_box_jitter!r}: must be in [0, 0.5)")
         if not 0 <= self.trainable_layers <= 5:
             raise ValueError(f"ModelConfig.trainable_layers={self.trainable_layers}: must be in 0..5")
         if len(self.anchor_sizes) != 5:

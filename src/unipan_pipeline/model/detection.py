@@ -22,6 +22,7 @@ probabilities into the mask head and, via RoIAlign, into the FPN - the end-to-en
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -41,6 +42,8 @@ from .roi_align import ThreadedMultiScaleRoIAlign
 Detections = dict[str, Tensor]
 """Per image: ``boxes`` [D,4] image xyxy, ``scores`` [D], ``labels`` [D] detector labels 1..N_th,
 ``mask_probs`` [D,M,M] (RoI-resolution mask probabilities of the predicted class; with masks only)."""
+BoxTransform = Callable[[Tensor, tuple[int, int]], Tensor]
+"""``f(boxes [D, 4] xyxy, (H, W)) -> boxes [D, 4]``."""
 
 
 def paste_masks(masks: Tensor, boxes: Tensor, height: int, width: int, stride: float = 1.0) -> Tensor:
@@ -168,6 +171,7 @@ class DetectionSubmodule(nn.Module):
         mask_grad: bool = False,
         *,
         max_detections: int | None = None,
+        box_transform: BoxTransform | None = None,
     ) -> tuple[list[Detections], dict[str, Tensor]]:
         """Run the detector.
 
@@ -178,6 +182,8 @@ class DetectionSubmodule(nn.Module):
             detect: also return post-processed detections (always in eval; in training only when needed).
             mask_grad: keep the graph of the mask pass of the detections (end-to-end training).
             max_detections: keep only this many top-scoring detections per image (before the mask pass).
+            box_transform: ``f(boxes [D, 4], (H, W)) -> boxes`` applied to the kept detections before the
+                mask pass (training's box jitter, :mod:`.box_perturbation`).
 
         Returns:
             (detections per image - empty list when ``detect`` is False, detector losses - empty in eval).
@@ -214,6 +220,7 @@ class DetectionSubmodule(nn.Module):
                     images.image_sizes,
                     mask_grad=mask_grad,
                     max_detections=max_detections,
+                    box_transform=box_transform,
                 )
         return detections, losses
 
@@ -223,10 +230,13 @@ class DetectionSubmodule(nn.Module):
         proposals: list[Tensor],
         image_sizes: list[tuple[int, int]],
         mask_grad: bool = False,
+        *,
         max_detections: int | None = None,
+        box_transform: BoxTransform | None = None,
     ) -> list[Detections]:
         """Second pass: proposals -> box head -> ``postprocess_detections`` (-> mask head); degenerate boxes
-        (width or height < ``min_box_size``) are removed, then all but the ``max_detections`` top-scoring."""
+        (width or height < ``min_box_size``) are removed, then all but the ``max_detections`` top-scoring;
+        ``box_transform`` (if any) moves the kept boxes before the mask head sees them."""
         heads = self.roi_heads
         with torch.no_grad():
             x = heads.box_head(heads.box_roi_pool(features, proposals, image_sizes))
@@ -235,13 +245,14 @@ class DetectionSubmodule(nn.Module):
                 class_logits, box_regression, proposals, image_sizes
             )
         out: list[Detections] = []
-        for b, s, lab in zip(boxes, scores, labels, strict=True):
+        for b, s, lab, size in zip(boxes, scores, labels, image_sizes, strict=True):
             keep = ((b[:, 2] - b[:, 0]) >= self.min_box_size) & ((b[:, 3] - b[:, 1]) >= self.min_box_size)
             if max_detections is not None and int(keep.sum()) > max_detections:
                 kept = keep.nonzero()[:, 0]
                 top = s[kept].topk(max_detections).indices.sort().values  # keep the detector's order
                 keep = kept[top]
-            out.append({"boxes": b[keep], "scores": s[keep], "labels": lab[keep]})
+            kept_boxes = b[keep] if box_transform is None else box_transform(b[keep], size)
+            out.append({"boxes": kept_boxes, "scores": s[keep], "labels": lab[keep]})
         if self.use_masks:
             probs = self.mask_probs(
                 features, [d["boxes"] for d in out], [d["labels"] for d in out], image_sizes, mask_grad

@@ -17,6 +17,10 @@ Documented choices:
 * **Ground-truth detections in training** (``train_detections: ground_truth``, supplementary Table C): the
   panoptic head gets the GT boxes and classes (score 1; degenerate boxes dropped) and the masks of the mask
   head run on the GT boxes, with gradient; matching, Psi, P and the loss are the same as above.
+* **Box jitter in training** (``train_box_jitter > 0``, off by default = the paper): the boxes of those
+  detections, predicted or GT, are shrunk and shifted at random before the mask pass and the matching
+  (:mod:`.box_perturbation`), the targets staying whole segments, so that the loss asks the affinity to
+  recover what imperfect boxes cut off; with exact GT boxes it otherwise learns to switch itself off.
 * **Masks for Psi** are pasted at stride 4, each inside its box (:func:`.detection.paste_masks`); the
   full-resolution masks are pasted only for the heuristic merger or when ``return_masks`` is set (AP mask).
 * **Argmax inference.** ``P`` (stride 4, padded grid) is upsampled bilinearly by 4 and cropped to the input
@@ -47,8 +51,9 @@ from torchvision.models.detection.image_list import ImageList
 
 from ..categories import IGNORE_INDEX, CategoryMap
 from .backbone import ResNetFPNBackbone, build_backbone
+from .box_perturbation import jitter_boxes
 from .config import ModelConfig
-from .detection import Detections, DetectionSubmodule, paste_masks
+from .detection import BoxTransform, Detections, DetectionSubmodule, paste_masks
 from .dynamic_potential import dynamic_potential, potential_space
 from .heuristic_merger import heuristic_merge
 from .instance_affinity import DenseInstanceAffinity
@@ -173,17 +178,28 @@ class PanopticNetwork(nn.Module):
             return psi, psi
         return psi, self.affinity(q, psi)
 
+    def _jitter_boxes(self, boxes: Tensor, image_size: tuple[int, int]) -> Tensor:
+        """Training's box jitter (``cfg.train_box_jitter``, :func:`.box_perturbation.jitter_boxes`)."""
+        return jitter_boxes(boxes, self.cfg.train_box_jitter, image_size)
+
     def ground_truth_detections(
-        self, features: OrderedDict[str, Tensor], image_list: ImageList, targets: list[dict]
+        self,
+        features: OrderedDict[str, Tensor],
+        image_list: ImageList,
+        targets: list[dict],
+        box_transform: BoxTransform | None = None,
     ) -> list[Detections]:
         """The GT instances as detections (supplementary Table C): boxes, detector labels, score 1 and, with
-        masks, the mask head's probabilities on the GT boxes (with gradient); degenerate boxes dropped."""
+        masks, the mask head's probabilities on the GT boxes (with gradient); degenerate boxes dropped, then
+        ``box_transform`` (training's box jitter) applied to the rest before the mask head."""
         out: list[Detections] = []
-        for tgt in targets:
+        for tgt, image_size in zip(targets, image_list.image_sizes, strict=True):
             boxes = tgt["boxes"].float()
             size = self.cfg.min_box_size
             keep = ((boxes[:, 2] - boxes[:, 0]) >= size) & ((boxes[:, 3] - boxes[:, 1]) >= size)
             boxes = boxes[keep]
+            if box_transform is not None:
+                boxes = box_transform(boxes, image_size)
             out.append(
                 {"boxes": boxes, "scores": torch.ones_like(boxes[:, 0]), "labels": tgt["labels"][keep]}
             )
@@ -234,6 +250,7 @@ class PanopticNetwork(nn.Module):
         padded = (int(image_list.tensors.shape[-2]), int(image_list.tensors.shape[-1]))
         e2e = cfg.train_end_to_end
         predicted = cfg.train_detections == "predicted"
+        jitter = self._jitter_boxes if cfg.train_box_jitter > 0 else None
         detections, det_losses = self.detector(
             image_list,
             features,
@@ -241,9 +258,10 @@ class PanopticNetwork(nn.Module):
             detect=e2e and predicted,
             mask_grad=e2e,
             max_detections=cfg.panoptic_max_detections_train,
+            box_transform=jitter,
         )
         if e2e and not predicted:
-            detections = self.ground_truth_detections(features, image_list, targets)
+            detections = self.ground_truth_detections(features, image_list, targets, box_transform=jitter)
         losses = {k: v * cfg.loss_weight_det for k, v in det_losses.items()}
         sem_target = torch.stack([self._pad(t["semantic"].long(), padded, IGNORE_INDEX) for t in targets])
         losses["loss_semantic"] = semantic_loss(sem_logits, sem_target) * cfg.loss_weight_sem
