@@ -140,7 +140,7 @@ def test_training_with_jitter_on_predicted_detections(
     jitter except for the boxes, which the jitter moves before the mask pass; eval is unaffected."""
     images, targets = synthetic_batch
     torch.manual_seed(0)
-    plain = build_model(tiny_config(box_score_thresh=0.0), tiny_categories)
+    plain = build_model(tiny_config(box_score_thresh=0.0, train_box_jitter=0.0), tiny_categories)
     jittered = build_model(tiny_config(box_score_thresh=0.0, train_box_jitter=0.25), tiny_categories)
     jittered.load_state_dict(plain.state_dict())
     runs: dict[str, list[dict]] = {}
