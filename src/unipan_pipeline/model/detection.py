@@ -183,7 +183,7 @@ class DetectionSubmodule(nn.Module):
             mask_grad: keep the graph of the mask pass of the detections (end-to-end training).
             max_detections: keep only this many top-scoring detections per image (before the mask pass).
             box_transform: ``f(boxes [D, 4], (H, W)) -> boxes`` applied to the kept detections before the
-                mask pass (training's box jitter, :mod:`.box_perturbation`).
+                mask pass (training's box jitter, :mod:`.box_perturbation`; the Fig. 1 perturbation in eval).
 
         Returns:
             (detections per image - empty list when ``detect`` is False, detector losses - empty in eval).

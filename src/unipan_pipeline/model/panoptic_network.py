@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -106,9 +105,9 @@ class PanopticNetwork(nn.Module):
         self.return_heuristic = False
         """Eval (with masks): also return ``heuristic_panoptic`` / ``heuristic_segments_info``, the heuristic
         merger's output on the same detections (rows C1/D1), whatever ``cfg.inference``."""
-        self.box_perturbation: Callable[[Tensor, tuple[int, int]], Tensor] | None = None
-        """Eval: ``f(boxes [D, 4], (H, W)) -> boxes`` applied to the detected boxes before the panoptic head
-        and the merger (the masks are recomputed by the mask head on the new boxes); Fig. 1's experiment."""
+        self.box_perturbation: BoxTransform | None = None
+        """Eval: ``f(boxes [D, 4], (H, W)) -> boxes`` applied to the detected boxes before the mask head, the
+        panoptic head and the merger (the detector's ``box_transform``); Fig. 1's experiment."""
         self.register_buffer("image_mean", torch.tensor(cfg.image_mean).view(3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(cfg.image_std).view(3, 1, 1), persistent=False)
 
@@ -308,9 +307,7 @@ class PanopticNetwork(nn.Module):
         q: Tensor | None,
     ) -> list[dict]:
         cfg = self.cfg
-        detections, _ = self.detector(image_list, features)
-        if self.box_perturbation is not None:
-            detections = self._perturb_detections(detections, features, image_list)
+        detections, _ = self.detector(image_list, features, box_transform=self.box_perturbation)
         results = []
         for i, det in enumerate(detections):
             h, w = image_list.image_sizes[i]
@@ -377,23 +374,6 @@ class PanopticNetwork(nn.Module):
             unclaimed = (index_map <= self.num_stuff) & (semantic >= self.num_stuff)
             index_map = index_map.masked_fill(unclaimed, 0)
         return index_map
-
-    def _perturb_detections(
-        self, detections: list[Detections], features: OrderedDict[str, Tensor], image_list: ImageList
-    ) -> list[Detections]:
-        """``box_perturbation`` applied to every detected box; masks recomputed on the new boxes."""
-        assert self.box_perturbation is not None
-        out = [
-            {**det, "boxes": self.box_perturbation(det["boxes"], size)}
-            for det, size in zip(detections, image_list.image_sizes, strict=True)
-        ]
-        if self.cfg.use_masks:
-            probs = self.detector.mask_probs(
-                features, [d["boxes"] for d in out], [d["labels"] for d in out], image_list.image_sizes
-            )
-            for d, prob in zip(out, probs, strict=True):
-                d["mask_probs"] = prob
-        return out
 
     @staticmethod
     def argmax_full_resolution(p: Tensor, size: tuple[int, int]) -> Tensor:
