@@ -37,7 +37,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from .backbone import ROI_KEYS
 from .config import ModelConfig
 from .mask_head import MaskHead, MaskPredictor, caller_autocast_dtype, mask_branch_precision
-from .roi_align import ThreadedMultiScaleRoIAlign
+from .roi_align import CpuMultiScaleRoIAlign
 
 Detections = dict[str, Tensor]
 """Per image: ``boxes`` [D,4] image xyxy, ``scores`` [D], ``labels`` [D] detector labels 1..N_th,
@@ -133,13 +133,13 @@ class DetectionSubmodule(nn.Module):
             post_nms_top_n={"training": cfg.rpn_post_nms_top_n_train, "testing": cfg.rpn_post_nms_top_n_test},
             nms_thresh=cfg.rpn_nms_thresh,
         )
-        box_roi_pool = ThreadedMultiScaleRoIAlign(featmap_names=ROI_KEYS, output_size=7, sampling_ratio=2)
+        box_roi_pool = CpuMultiScaleRoIAlign(featmap_names=ROI_KEYS, output_size=7, sampling_ratio=2)
         box_head = TwoMLPHead(in_channels * 7 * 7, cfg.box_head_channels)
         box_predictor = FastRCNNPredictor(cfg.box_head_channels, num_things + 1)
         mask_parts: dict[str, nn.Module] = {}
         if cfg.use_masks:
             mask_parts = {
-                "mask_roi_pool": ThreadedMultiScaleRoIAlign(
+                "mask_roi_pool": CpuMultiScaleRoIAlign(
                     featmap_names=ROI_KEYS, output_size=14, sampling_ratio=2
                 ),
                 "mask_head": MaskHead(in_channels, [cfg.mask_head_channels] * cfg.mask_head_convs, 1),
