@@ -17,7 +17,10 @@ same work on the same batches. Variants:
   detections in training), without and with channels_last;
 * ``conf``: the demo's configuration as committed (``conf/base/parameters_demo.yml``);
 * ``conf (torchvision heads)``: the same with torchvision's RoI poolers and mask branch: what the project's
-  detector classes save in the demo's configuration.
+  detector classes save in the demo's configuration;
+* ``conf (RoIAlign kernels)``: the demo's configuration with the separable RoIAlign of small levels off
+  (``roi_align.SEPARABLE_MAX_CELLS = 0``: every level on torchvision's kernels, threaded): what the matrix
+  products save.
 
 Run: ``.venv/bin/python benchmarks/training_throughput.py`` (``--threads 2`` pins threads; ``--weights
 data/06_models/demo/model.pt`` times the steps from the demo's trained weights, where fewer detections
@@ -44,7 +47,7 @@ from torchvision.ops import MultiScaleRoIAlign
 from unipan_pipeline.categories import CategoryMap
 from unipan_pipeline.data import PanopticDataset, PanopticTransform, TransformConfig, collate_panoptic
 from unipan_pipeline.data.cityscapes import ingest_cityscapes
-from unipan_pipeline.model import ModelConfig, build_model
+from unipan_pipeline.model import ModelConfig, build_model, roi_align
 from unipan_pipeline.synthetic import generate_cityscapes_tree
 from unipan_pipeline.training.config import TrainerConfig
 from unipan_pipeline.training.precision import Autocast, native_bf16
@@ -120,6 +123,7 @@ def _variants(demo: dict[str, Any], caps: list[int]) -> dict[str, dict[str, Any]
         "cap": demo["model"].get("panoptic_max_detections_train"),
     }
     out["conf (torchvision heads)"] = {**out["conf"], "torchvision_heads": True}
+    out["conf (RoIAlign kernels)"] = {**out["conf"], "separable_roi_align": False}
     return out
 
 
@@ -157,6 +161,8 @@ def main() -> int:
 
     def step(name: str, images: list, targets: list) -> float:
         model, opt, autocast = models[name]
+        separable = variants[name].get("separable_roi_align", True)
+        roi_align.SEPARABLE_MAX_CELLS = separable_max if separable else 0
         t0 = time.perf_counter()
         with autocast():
             losses = model(images, targets)
@@ -166,6 +172,7 @@ def main() -> int:
         opt.step()
         return time.perf_counter() - t0
 
+    separable_max = roi_align.SEPARABLE_MAX_CELLS
     best: dict[str, float] = {}
     for name in models:  # warm-up (allocator, oneDNN kernels)
         for i in range(args.warmup):
