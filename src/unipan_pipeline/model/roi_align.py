@@ -1,5 +1,5 @@
-"""Multi-scale RoIAlign on every CPU thread: torchvision's ``MultiScaleRoIAlign`` with the RoIs split across
-threads.
+"""Multi-scale RoIAlign for CPUs: torchvision's ``MultiScaleRoIAlign`` with the RoIs split across threads, and
+as matrix products on small levels.
 
 torchvision's CPU RoIAlign kernels, forward and backward, loop over the RoIs on one thread: on this
 2-core machine, 256 RoIs of a 4x128x32x64 level take 486 ms (forward + backward) with one torch thread and
@@ -14,11 +14,11 @@ On a small level (at most ``SEPARABLE_MAX_CELLS`` cells, e.g. every level of the
 the RoIs are pooled as matrix products instead (:func:`separable_roi_align`). RoIAlign's bilinear samples,
 averaged over a bin, are a product of a row weight and a column weight, so one RoI's output is
 ``Wy @ F @ Wx^T`` with ``Wy`` ``[PH, H]`` and ``Wx`` ``[PW, W]``; autograd then gives the backward pass as
-two more matrix products instead of torchvision's scalar scatter loop. Measured on the demo's step (2 threads,
-forward + backward): the box pooler's 256 RoIs of 7x7 on a 4x128x32x64 level 82 -> ~40 ms, the two mask
-poolers' 64 RoIs of 14x14 86 -> ~30 ms each. The values equal torchvision's up to fp32 rounding (the same
-weights, summed in another order). On a large level the dense product costs more than the loop
-(``C*H*W*PW`` per RoI), so those keep the threaded kernels.
+two more matrix products instead of torchvision's scalar scatter loop. Measured on a 4x128x32x64 level (2
+threads, forward + backward), against torchvision's kernel: 256 RoIs of 7x7 106 -> 51 ms, 64 RoIs of 14x14
+92 -> 31 ms. The values equal torchvision's up to fp32 rounding (the same weights, summed in another order).
+On a large level the dense product costs more than the loop (``C*H*W*PW`` per RoI), so those keep the
+threaded kernels.
 
 Used on CPU tensors in fp32; otherwise (CUDA, other dtypes, tracing) it is torchvision's
 ``MultiScaleRoIAlign`` unchanged. With one torch thread, large levels use torchvision's kernels directly.
@@ -37,7 +37,7 @@ from torch.autograd.function import once_differentiable
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.poolers import _convert_to_roi_format, _filter_input, _setup_scales
 
-__all__ = ["CpuMultiScaleRoIAlign", "cpu_multiscale_roi_align", "separable_roi_align", "threaded_roi_align"]
+__all__ = ["CpuMultiScaleRoIAlign", "separable_roi_align", "threaded_roi_align"]
 
 SEPARABLE_MAX_CELLS = 4096
 """Levels of at most this many cells (H x W) are pooled by :func:`separable_roi_align`."""
@@ -206,52 +206,6 @@ def _in_order(parts: list[Tensor], order: list[Tensor]) -> Tensor:
     return torch.cat(parts)[inverse]
 
 
-def cpu_multiscale_roi_align(
-    features: list[Tensor],
-    rois: Tensor,
-    levels: Tensor,
-    *,
-    output_size: tuple[int, int],
-    sampling_ratio: int,
-    scales: list[float],
-) -> Tensor:
-    """Multi-scale RoIAlign of ``rois`` ``[R, 5]`` on ``features[levels[r]]`` (CPU, fp32): small levels by
-    :func:`separable_roi_align`, the others by the threaded kernels (torchvision's with one thread)."""
-    workers = torch.get_num_threads()
-    small = [sampling_ratio > 0 and f.shape[-2] * f.shape[-1] <= SEPARABLE_MAX_CELLS for f in features]
-    parts, order = [], []
-    for level, feature in enumerate(features):
-        idx = torch.where(levels == level)[0]
-        if small[level] and len(idx):
-            parts.append(separable_roi_align(feature, rois[idx], scales[level], output_size, sampling_ratio))
-            order.append(idx)
-    large = torch.where(~torch.tensor(small, device=levels.device)[levels])[0]
-    if len(large) and workers > 1:
-        parts.append(
-            threaded_roi_align(
-                features,
-                rois[large],
-                levels[large],
-                output_size=output_size,
-                sampling_ratio=sampling_ratio,
-                scales=scales,
-                workers=workers,
-            )
-        )
-        order.append(large)
-    elif len(large):
-        for level, feature in enumerate(features):
-            idx = large[levels[large] == level]
-            if len(idx):
-                parts.append(
-                    torchvision.ops.roi_align(
-                        feature, rois[idx], output_size, scales[level], sampling_ratio, aligned=False
-                    )
-                )
-                order.append(idx)
-    return _in_order(parts, order)
-
-
 class CpuMultiScaleRoIAlign(MultiScaleRoIAlign):
     """torchvision's ``MultiScaleRoIAlign`` (same arguments, levels, scales and values) whose RoIAlign runs on
     every torch thread on a CPU, and as matrix products on small levels (module docstring)."""
@@ -273,14 +227,40 @@ class CpuMultiScaleRoIAlign(MultiScaleRoIAlign):
             self.scales, self.map_levels = _setup_scales(
                 x_filtered, image_shapes, self.canonical_scale, self.canonical_level
             )
-        rois = _convert_to_roi_format(boxes)
-        levels = self.map_levels(boxes)
         with torch.autocast(device_type="cpu", enabled=False):
-            return cpu_multiscale_roi_align(
-                x_filtered,
-                rois,
-                levels,
-                output_size=(int(self.output_size[0]), int(self.output_size[1])),
-                sampling_ratio=self.sampling_ratio,
-                scales=self.scales,
+            return self._pool_on_cpu(x_filtered, _convert_to_roi_format(boxes), self.map_levels(boxes))
+
+    def _pool_on_cpu(self, features: list[Tensor], rois: Tensor, levels: Tensor) -> Tensor:
+        """``rois`` ``[R, 5]`` pooled on ``features[levels[r]]`` (CPU, fp32): small levels by
+        :func:`separable_roi_align`, the others by the threaded kernels (torchvision's with one thread)."""
+        size = (int(self.output_size[0]), int(self.output_size[1]))
+        ratio, scales = self.sampling_ratio, self.scales
+        small = [ratio > 0 and f.shape[-2] * f.shape[-1] <= SEPARABLE_MAX_CELLS for f in features]
+        parts, order = [], []
+        for level, feature in enumerate(features):
+            idx = torch.where(levels == level)[0]
+            if small[level] and len(idx):
+                parts.append(separable_roi_align(feature, rois[idx], scales[level], size, ratio))
+                order.append(idx)
+        large = torch.where(~torch.tensor(small, device=levels.device)[levels])[0]
+        workers = torch.get_num_threads()
+        if len(large) and workers > 1:
+            parts.append(
+                threaded_roi_align(
+                    features,
+                    rois[large],
+                    levels[large],
+                    output_size=size,
+                    sampling_ratio=ratio,
+                    scales=scales,
+                    workers=workers,
+                )
             )
+            order.append(large)
+        elif len(large):
+            for level, feature in enumerate(features):
+                idx = large[levels[large] == level]
+                if len(idx):
+                    parts.append(torchvision.ops.roi_align(feature, rois[idx], size, scales[level], ratio))
+                    order.append(idx)
+        return _in_order(parts, order)
