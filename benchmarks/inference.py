@@ -69,7 +69,7 @@ class _CachedDetector(torch.nn.Module):
         super().__init__()
         self.detections = detections
 
-    def forward(self, *_: Any) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    def forward(self, *_: Any, **__: Any) -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
         return self.detections, {}
 
 
