@@ -185,7 +185,7 @@ def separable_roi_align(
     col_weights = _axis_weights(x1, (x2 - x1).clamp(min=1.0), pw, sampling_ratio, width)
     image_of = rois[:, 0].long()
     planes = feature.unbind(0)  # one gradient buffer for the batch, not one per image
-    parts, order = [], []
+    result = feature.new_empty((len(rois), channels, ph, pw))
     for image in torch.unique(image_of).tolist():
         idx = torch.where(image_of == image)[0]
         r = len(idx)
@@ -193,17 +193,8 @@ def separable_roi_align(
         cols = planes[image].reshape(channels * height, width) @ col_weights[idx].reshape(r * pw, width).t()
         cols = cols.view(channels, height, r, pw).permute(2, 1, 0, 3).reshape(r, height, channels * pw)
         pooled = torch.bmm(row_weights[idx], cols)  # [r, PH, C*PW]
-        parts.append(pooled.view(r, ph, channels, pw).permute(0, 2, 1, 3))
-        order.append(idx)
-    return _in_order(parts, order)
-
-
-def _in_order(parts: list[Tensor], order: list[Tensor]) -> Tensor:
-    """The rows of ``parts`` (rows ``order[i]`` of the result each) back in the order of the result."""
-    rows = torch.cat(order)
-    inverse = torch.empty_like(rows)
-    inverse[rows] = torch.arange(len(rows), device=rows.device)
-    return torch.cat(parts)[inverse]
+        result[idx] = pooled.view(r, ph, channels, pw).permute(0, 2, 1, 3)
+    return result
 
 
 class CpuMultiScaleRoIAlign(MultiScaleRoIAlign):
@@ -236,31 +227,26 @@ class CpuMultiScaleRoIAlign(MultiScaleRoIAlign):
         size = (int(self.output_size[0]), int(self.output_size[1]))
         ratio, scales = self.sampling_ratio, self.scales
         small = [ratio > 0 and f.shape[-2] * f.shape[-1] <= SEPARABLE_MAX_CELLS for f in features]
-        parts, order = [], []
+        result = features[0].new_empty((len(rois), features[0].shape[1], *size))
         for level, feature in enumerate(features):
             idx = torch.where(levels == level)[0]
             if small[level] and len(idx):
-                parts.append(separable_roi_align(feature, rois[idx], scales[level], size, ratio))
-                order.append(idx)
+                result[idx] = separable_roi_align(feature, rois[idx], scales[level], size, ratio)
         large = torch.where(~torch.tensor(small, device=levels.device)[levels])[0]
         workers = torch.get_num_threads()
         if len(large) and workers > 1:
-            parts.append(
-                threaded_roi_align(
-                    features,
-                    rois[large],
-                    levels[large],
-                    output_size=size,
-                    sampling_ratio=ratio,
-                    scales=scales,
-                    workers=workers,
-                )
+            result[large] = threaded_roi_align(
+                features,
+                rois[large],
+                levels[large],
+                output_size=size,
+                sampling_ratio=ratio,
+                scales=scales,
+                workers=workers,
             )
-            order.append(large)
         elif len(large):
             for level, feature in enumerate(features):
                 idx = large[levels[large] == level]
                 if len(idx):
-                    parts.append(torchvision.ops.roi_align(feature, rois[idx], size, scales[level], ratio))
-                    order.append(idx)
-        return _in_order(parts, order)
+                    result[idx] = torchvision.ops.roi_align(feature, rois[idx], size, scales[level], ratio)
+        return result
